@@ -1,0 +1,215 @@
+"""The Django admin is the configuration UI: repositories, services, clusters, history.
+
+Credentials are write-only here: the form never renders a stored token or webhook
+secret back, a blank field keeps the stored value, and a checkbox clears it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from syncworker.models import (
+    AppliedObject,
+    Cluster,
+    Deployment,
+    NotificationTarget,
+    ReleaseArtifact,
+    Repository,
+    Service,
+)
+
+SECRET_FIELDS = ("token", "webhook_secret")
+
+
+class RepositoryForm(forms.ModelForm):
+    token = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only. Leave blank to keep the stored token.",
+    )
+    webhook_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only. Leave blank to keep the stored secret.",
+    )
+    clear_token = forms.BooleanField(required=False, label="Clear the stored token")
+    clear_webhook_secret = forms.BooleanField(
+        required=False, label="Clear the stored webhook secret"
+    )
+
+    class Meta:
+        model = Repository
+        fields = (
+            "key",
+            "provider",
+            "owner",
+            "name",
+            "url",
+            "api_url",
+            "branch",
+            "token",
+            "webhook_secret",
+            "poll_interval",
+            "enabled",
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Never send a stored secret to the browser, not even in the initial data.
+        for name in SECRET_FIELDS:
+            self.initial[name] = ""
+            if self.instance.pk and getattr(self.instance, name):
+                self.fields[name].help_text = "A value is stored (write-only). " + (
+                    "Leave blank to keep it."
+                )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        for name in SECRET_FIELDS:
+            if cleaned.get(f"clear_{name}"):
+                cleaned[name] = ""
+            elif not cleaned.get(name) and self.instance.pk:
+                cleaned[name] = getattr(
+                    Repository.objects.only(name).get(pk=self.instance.pk), name
+                )
+        return cleaned
+
+
+@admin.register(Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    form = RepositoryForm
+    list_display = (
+        "key",
+        "provider",
+        "url",
+        "branch",
+        "enabled",
+        "last_seen_commit_short",
+        "last_polled_at",
+        "consecutive_failures",
+    )
+    list_filter = ("provider", "enabled", "managed_by_config", "branch")
+    search_fields = ("key", "owner", "name", "url")
+    readonly_fields = (
+        "managed_by_config",
+        "last_polled_at",
+        "last_seen_commit",
+        "last_error",
+        "consecutive_failures",
+        "next_poll_after",
+        "has_token",
+        "has_webhook_secret",
+    )
+
+    @admin.display(description="commit")
+    def last_seen_commit_short(self, obj: Repository) -> str:
+        return obj.last_seen_commit[:12]
+
+    @admin.display(boolean=True, description="token stored")
+    def has_token(self, obj: Repository) -> bool:
+        return bool(obj.token)
+
+    @admin.display(boolean=True, description="webhook secret stored")
+    def has_webhook_secret(self, obj: Repository) -> bool:
+        return bool(obj.webhook_secret)
+
+
+@admin.register(Service)
+class ServiceAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "repository",
+        "k8s_yaml_dir",
+        "cluster",
+        "namespace",
+        "enabled",
+        "last_applied_commit_short",
+        "last_applied_at",
+    )
+    list_filter = ("enabled", "prune", "stateless", "repository", "cluster")
+    search_fields = ("name", "k8s_yaml_dir", "repository__key", "namespace")
+    list_select_related = ("repository", "cluster")
+    readonly_fields = (
+        "managed_by_config",
+        "last_applied_commit",
+        "last_applied_tree",
+        "last_applied_at",
+    )
+
+    @admin.display(description="commit")
+    def last_applied_commit_short(self, obj: Service) -> str:
+        return obj.last_applied_commit[:12]
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ("name", "applyer", "is_default", "managed_by_config")
+    list_filter = ("applyer", "is_default")
+    search_fields = ("name",)
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "service",
+        "status",
+        "commit_short",
+        "trigger",
+        "queued_at",
+        "duration_display",
+        "error_short",
+    )
+    list_filter = ("status", "trigger", "service", "cluster")
+    search_fields = ("service__name", "commit_sha", "error")
+    date_hierarchy = "queued_at"
+    list_select_related = ("service",)
+    readonly_fields = tuple(f.name for f in Deployment._meta.fields)
+
+    @admin.display(description="commit")
+    def commit_short(self, obj: Deployment) -> str:
+        return obj.commit_sha[:12]
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: Deployment) -> str:
+        duration = obj.duration
+        return f"{duration.total_seconds():.1f}s" if duration is not None else ""
+
+    @admin.display(description="error")
+    def error_short(self, obj: Deployment) -> str:
+        return obj.error[:120]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(AppliedObject)
+class AppliedObjectAdmin(admin.ModelAdmin):
+    list_display = ("kind", "namespace", "name", "api_version", "service", "cluster")
+    list_filter = ("kind", "cluster", "service")
+    search_fields = ("name", "namespace", "kind")
+    list_select_related = ("service", "cluster")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ReleaseArtifact)
+class ReleaseArtifactAdmin(admin.ModelAdmin):
+    list_display = ("path", "kind", "size", "sha256", "uploaded_at", "uploaded_by")
+    list_filter = ("kind",)
+    search_fields = ("path", "sha256")
+
+
+@admin.register(NotificationTarget)
+class NotificationTargetAdmin(admin.ModelAdmin):
+    list_display = ("url", "enabled", "managed_by_config")
+    list_filter = ("enabled",)
+    search_fields = ("url",)

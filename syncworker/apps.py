@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class SyncworkerConfig(AppConfig):
+    name = "syncworker"
+    verbose_name = "GitOps"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,258 @@
+"""What GitOps knows: repositories it watches, services rendered from them, clusters it
+applies to, and the history of every deployment.
+
+Credentials (tokens, webhook secrets) live in plain columns of Repository; they are
+write-only in the admin and the API and never part of ``__str__`` or ``repr``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class Cluster(models.Model):
+    class Applyer(models.TextChoices):
+        KUBERNETES = "kubernetes", "Kubernetes API (server-side apply)"
+        KUBECTL = "kubectl", "kubectl apply --server-side"
+        NOKUBE = "nokube", "nokube CLI"
+        FILE = "file", "Write rendered YAML to a directory"
+
+    name = models.SlugField(max_length=100, unique=True)
+    applyer = models.CharField(max_length=20, choices=Applyer.choices, default=Applyer.FILE)
+    # Applyer settings: kubeconfig/context, directory, nokube_download_url, ...
+    settings = models.JSONField(default=dict, blank=True)
+    is_default = models.BooleanField(
+        default=False, help_text="Services without an explicit cluster deploy here."
+    )
+    managed_by_config = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="one_default_cluster",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.applyer})"
+
+
+class Repository(models.Model):
+    class Provider(models.TextChoices):
+        GITHUB = "github", "GitHub REST API"
+        GIT = "git", "Git (smart HTTP or file)"
+
+    key = models.SlugField(max_length=100, unique=True, help_text="The github_configs key.")
+    provider = models.CharField(max_length=10, choices=Provider.choices)
+    owner = models.CharField(max_length=100, blank=True)
+    name = models.CharField(max_length=100, blank=True)
+    url = models.CharField(max_length=500, help_text="Clone URL or web URL of the repository.")
+    api_url = models.URLField(
+        max_length=500, blank=True, help_text="GitHub API root (GitHub Enterprise)."
+    )
+    branch = models.CharField(max_length=255, default="main")
+    token = models.CharField(max_length=500, blank=True)
+    webhook_secret = models.CharField(max_length=500, blank=True)
+    poll_interval = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
+    enabled = models.BooleanField(default=True)
+    managed_by_config = models.BooleanField(default=False, editable=False)
+
+    last_polled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_seen_commit = models.CharField(max_length=64, blank=True, editable=False)
+    etag = models.CharField(max_length=200, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    next_poll_after = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return self.full_name or self.key
+
+    @property
+    def full_name(self) -> str:
+        """``owner/name`` as the status API shows it, else the key."""
+        return f"{self.owner}/{self.name}" if self.owner and self.name else self.key
+
+    def backoff(self) -> timedelta:
+        """Delay before the next poll after consecutive failures: doubling, capped."""
+        if not self.consecutive_failures:
+            return timedelta(0)
+        factor = min(2 ** (self.consecutive_failures - 1), 32)
+        return timedelta(seconds=min(self.poll_interval * factor, 3600))
+
+
+class Service(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="services")
+    k8s_yaml_dir = models.CharField(max_length=500)
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="services"
+    )
+    namespace = models.CharField(
+        max_length=63, blank=True, help_text="Namespace for objects that do not name one."
+    )
+    prune = models.BooleanField(
+        default=True, help_text="Delete objects of ours that left Git (by inventory)."
+    )
+    stateless = models.BooleanField(
+        default=False, help_text="Apply the seed's stateless pattern (download init + app)."
+    )
+    enabled = models.BooleanField(default=True)
+    managed_by_config = models.BooleanField(default=False, editable=False)
+
+    last_applied_commit = models.CharField(max_length=64, blank=True, editable=False)
+    last_applied_tree = models.CharField(max_length=64, blank=True, editable=False)
+    last_applied_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deployment(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        APPLYING = "applying"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SUPERSEDED = "superseded"
+
+    class Trigger(models.TextChoices):
+        POLL = "poll"
+        WEBHOOK = "webhook"
+        MANUAL = "manual"
+        ROLLBACK = "rollback"
+
+    FINAL_STATES = (Status.SUCCEEDED, Status.FAILED, Status.SUPERSEDED)
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="deployments")
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.SET_NULL, null=True, blank=True, related_name="deployments"
+    )
+    commit_sha = models.CharField(max_length=64)
+    tree_sha = models.CharField(max_length=64, blank=True)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.POLL)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    rollback_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rollbacks"
+    )
+    bundle = models.TextField(blank=True, help_text="The rendered YAML that was applied.")
+    bundle_digest = models.CharField(max_length=64, blank=True)
+    object_count = models.PositiveIntegerField(default=0)
+    applied_objects = models.JSONField(default=list, blank=True)
+    pruned_objects = models.JSONField(default=list, blank=True)
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["service", "-id"], name="deploy_service_recent"),
+            models.Index(fields=["status", "id"], name="deploy_status_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id}@{self.commit_sha[:12]} ({self.status})"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATES
+
+
+class AppliedObject(models.Model):
+    """Inventory: every object a service's last successful deployment put on a cluster.
+
+    Prune compares the next bundle against these rows; only objects listed here (and
+    carrying our labels on the cluster) are ever deleted.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="inventory")
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="inventory")
+    api_version = models.CharField(max_length=200)
+    kind = models.CharField(max_length=100)
+    namespace = models.CharField(max_length=253, blank=True)
+    name = models.CharField(max_length=253)
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["service", "kind", "namespace", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster", "api_version", "kind", "namespace", "name"],
+                name="one_owner_per_object",
+            )
+        ]
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name}"
+
+
+class ReleaseArtifact(models.Model):
+    """A file under the artifacts root, served at ``/<path>`` to pods that fetch it."""
+
+    class Kind(models.TextChoices):
+        SCRIPT = "scripts", "Start script"
+        APP = "apps", "Application package"
+        CONFIG = "configs", "Configuration template"
+
+    path = models.CharField(
+        max_length=500, unique=True, help_text="e.g. scripts/web/init.sh, apps/web/app.tar.gz"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, editable=False)
+    size = models.PositiveBigIntegerField(default=0, editable=False)
+    sha256 = models.CharField(max_length=64, editable=False)
+    content_type = models.CharField(max_length=100, blank=True)
+    uploaded_by = models.CharField(max_length=150, blank=True, editable=False)
+    uploaded_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["path"]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class NotificationTarget(models.Model):
+    """Where deployment results are posted (the seed's ``webhook_url``)."""
+
+    url = models.URLField(max_length=500, unique=True)
+    enabled = models.BooleanField(default=True)
+    managed_by_config = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["url"]
+
+    def __str__(self) -> str:
+        return self.url

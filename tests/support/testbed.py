@@ -1,0 +1,52 @@
+"""Run a command inside the test bed: a fresh Redis and PostgreSQL on free ports.
+
+    python -m tests.support.testbed [--sqlite] -- pytest -q
+
+exports DATABASE_URL, CELERY_BROKER_URL and a throwaway SECRET_KEY to the command, and
+stops the servers when it exits, whatever its outcome. With --sqlite the database is a
+SQLite file instead (Redis still runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+
+from tests.support.services import PostgresServer, RedisServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sqlite", action="store_true", help="use SQLite, not PostgreSQL")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give a command to run after --")
+
+    redis = RedisServer().start()
+    postgres = None if args.sqlite else PostgresServer().start()
+    try:
+        env = dict(os.environ)
+        env["CELERY_BROKER_URL"] = redis.url
+        env["CELERY_RESULT_BACKEND"] = redis.url
+        env["SECRET_KEY"] = secrets.token_urlsafe(40)
+        env.pop("DJANGO_DEBUG", None)
+        if postgres is not None:
+            env["DATABASE_URL"] = postgres.url
+        else:
+            path = os.path.join(tempfile.mkdtemp(prefix="gitops-sqlite-"), "db.sqlite3")
+            env["DATABASE_URL"] = f"sqlite:///{path}"
+        return subprocess.call(command, env=env)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
