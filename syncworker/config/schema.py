@@ -1,0 +1,477 @@
+"""Parse and validate ``gitops-config.yaml`` into frozen dataclasses.
+
+Every problem is collected, not just the first, each prefixed with its key path
+(``services[2].github: unknown repository key 'foo'``), so one run shows everything to
+fix. Secret values (tokens, webhook secrets) are never echoed: a message about one names
+the key and the problem only. No database access here; ``importer`` does the writing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from syncworker.config.fields import (
+    GITHUB_HOSTS,
+    Reader,
+    check_repo_url,
+    check_web_url,
+    github_repo_from_url,
+    is_dns_label,
+    is_github_name,
+    is_slug,
+    owner_and_name,
+    slugify_key,
+    type_name,
+    web_url_from_api,
+    yaml_dir,
+)
+
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml: same behaviour, only slower
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+DEFAULT_BRANCH = "main"
+DEFAULT_POLL_INTERVAL = 60
+DEFAULT_CLUSTER_NAME = "default"
+
+# Top-level key -> Cluster.applyer value. Exactly one may be present; none means the
+# embedded default (a file applyer writing to settings.GITOPS["RENDER_DIR"]).
+APPLYER_KEYS = {
+    "applyer_nokube": "nokube",
+    "applyer_kubernetes": "kubernetes",
+    "applyer_kubectl": "kubectl",
+    "applyer_file": "file",
+}
+_APPLYER_SETTINGS = {
+    "nokube": ("nokube_download_url",),
+    "kubernetes": ("kubeconfig", "context"),
+    "kubectl": ("kubeconfig", "context"),
+    "file": ("directory",),
+}
+_TOP_KEYS = ("github_configs", "services", "poll_interval", "webhook_url", *APPLYER_KEYS)
+_REPO_KEYS = (
+    "repo_owner",
+    "repo_name",
+    "url",
+    "api_url",
+    "branch",
+    "token",
+    "token_file",
+    "webhook_secret",
+    "webhook_secret_file",
+    "poll_interval",
+)
+_SERVICE_KEYS = ("name", "github", "repo", "k8s_yaml_dir", "namespace", "prune", "stateless")
+_BRANCH = re.compile(r"[^\s~^:?*\[\\]+")
+
+
+class ConfigError(Exception):
+    """The file cannot be loaded; ``errors`` lists every problem with its key path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    key: str
+    provider: str  # Repository.Provider: "github" or "git"
+    owner: str
+    name: str
+    url: str
+    api_url: str
+    branch: str
+    poll_interval: int
+    # None means "not set in the file": the importer keeps what is stored, so a secret
+    # entered in the admin survives a reload. "" clears it. Kept out of repr().
+    token: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    repo_key: str
+    k8s_yaml_dir: str
+    namespace: str = ""
+    prune: bool = True
+    stateless: bool = False
+
+
+@dataclass(frozen=True)
+class ApplyerSpec:
+    kind: str  # Cluster.Applyer value
+    cluster_name: str = DEFAULT_CLUSTER_NAME
+    settings: dict[str, str] = field(default_factory=dict)
+    # False for the embedded default chosen because the file names no applyer.
+    explicit: bool = True
+
+
+@dataclass(frozen=True)
+class GitopsConfig:
+    repositories: tuple[RepoSpec, ...]
+    services: tuple[ServiceSpec, ...]
+    applyer: ApplyerSpec
+    poll_interval: int = DEFAULT_POLL_INTERVAL
+    # Kept out of repr(): a notification URL often carries its secret (Slack's do).
+    webhook_url: str | None = field(default=None, repr=False)
+
+
+class _Loader(_SafeLoader):
+    """The safe loader, refusing duplicate keys instead of silently keeping the last one
+    (two ``github_configs`` entries with one key would otherwise lose one unnoticed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _value in node.value:
+            # Merge keys (<<) may legitimately be overridden, so only own scalars count.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            ident = (key_node.tag, key_node.value)
+            if ident in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key_node.value!r}",
+                    key_node.start_mark,
+                )
+            seen.add(ident)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config_file(path: str | Path) -> GitopsConfig:
+    """Read and parse a config file; relative ``*_file`` paths are relative to it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror or type(exc).__name__}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"cannot read {path}: not UTF-8 text"]) from None
+    return parse_config(text, base_dir=path.resolve().parent)
+
+
+def parse_config(text: str, *, base_dir: Path | None = None) -> GitopsConfig:
+    data = _load_yaml(text)
+    if data is None:
+        raise ConfigError(["the file is empty (expected github_configs, services, ...)"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level: expected a mapping, got {type_name(data)}"])
+    errors: list[str] = []
+    top = Reader(data, "", errors, _TOP_KEYS)
+    poll_interval = _poll_interval(top) or DEFAULT_POLL_INTERVAL
+    repos, declared_keys = _repositories(top, poll_interval, base_dir)
+    services = _services(top, repos, declared_keys, poll_interval)
+    applyer = _applyer(top)
+    webhook_url = top.string("webhook_url", max_length=500)
+    if webhook_url is not None and (problem := check_web_url(webhook_url)):
+        top.error("webhook_url", problem)
+    if errors:
+        raise ConfigError(errors)
+    return GitopsConfig(
+        repositories=tuple(repos.values()),
+        services=tuple(services),
+        applyer=applyer,
+        poll_interval=poll_interval,
+        webhook_url=webhook_url or None,
+    )
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is the safe loader
+    except yaml.MarkedYAMLError as exc:
+        # Only PyYAML's short problem text and position: str(exc) may quote the offending
+        # source line, and that line may hold a token.
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = "; ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError([f"invalid YAML{where}: {problem}"]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError([f"invalid YAML at line {line}: {exc.reason}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"invalid YAML: {type(exc).__name__}"]) from None
+
+
+def _poll_interval(reader: Reader) -> int | None:
+    value = reader.integer("poll_interval")
+    # The column is a 32-bit PositiveIntegerField on PostgreSQL.
+    if value is not None and not 1 <= value <= 2**31 - 1:
+        reader.error("poll_interval", f"must be a positive number of seconds, got {value}")
+        return None
+    return value
+
+
+def _repositories(
+    top: Reader, poll_interval: int, base_dir: Path | None
+) -> tuple[dict[str, RepoSpec], set[str]]:
+    """Valid entries by key, and every key the file declares (valid or not), so that a
+    service naming a broken entry is not also told that the key is unknown."""
+    repos: dict[str, RepoSpec] = {}
+    declared: set[str] = set()
+    for key, entry in (top.mapping("github_configs") or {}).items():
+        path = f"github_configs.{key}"
+        if isinstance(key, str):
+            declared.add(key)
+        if not isinstance(key, str) or not is_slug(key):
+            top.errors.append(
+                f"{path}: invalid key (letters, digits, '-' and '_', at most 100 characters)"
+            )
+        elif not isinstance(entry, dict):
+            top.errors.append(f"{path}: expected a mapping, got {type_name(entry)}")
+        else:
+            reader = Reader(entry, path, top.errors, _REPO_KEYS)
+            if spec := _repository(reader, key, poll_interval, base_dir):
+                repos[key] = spec
+    return repos, declared
+
+
+def _repository(r: Reader, key: str, poll_interval: int, base_dir: Path | None) -> RepoSpec | None:
+    before = len(r.errors)
+    owner = r.string("repo_owner", max_length=100)
+    name = r.string("repo_name", max_length=100)
+    url = r.string("url", max_length=500)
+    api_url = r.string("api_url", max_length=500)
+    branch = r.string("branch", required=r.has("branch"), max_length=255) or DEFAULT_BRANCH
+    own_interval = _poll_interval(r)
+    token = _secret(r, "token", "token_file", base_dir)
+    webhook_secret = _secret(r, "webhook_secret", "webhook_secret_file", base_dir)
+    if not _BRANCH.fullmatch(branch) or branch.startswith("-") or ".." in branch:
+        r.error("branch", f"{branch!r} is not a valid branch name")
+    for field_name, value in (("repo_owner", owner), ("repo_name", name)):
+        if value is not None and not is_github_name(value):
+            r.error(field_name, f"{value!r} is not a valid owner or repository name")
+    if api_url is not None and (problem := check_web_url(api_url)):
+        r.error("api_url", problem)
+        api_url = None
+    # Checked even after other errors, so that one run reports everything; but a url of
+    # the wrong type must not also produce "repo_owner: required".
+    identity = None if r.has("url") and url is None else _identity(r, owner, name, url, api_url)
+    if identity is None or len(r.errors) > before:
+        return None
+    provider, owner, name, url = identity
+    return RepoSpec(
+        key=key,
+        provider=provider,
+        owner=owner,
+        name=name,
+        url=url,
+        api_url=api_url or "",
+        branch=branch,
+        poll_interval=own_interval or poll_interval,
+        token=token,
+        webhook_secret=webhook_secret,
+    )
+
+
+def _identity(
+    r: Reader, owner: str | None, name: str | None, url: str | None, api_url: str | None
+) -> tuple[str, str, str, str] | None:
+    """``(provider, owner, name, url)`` from the seed's owner/name or the ``url`` form."""
+    if url is None:
+        for field_name, value in (("repo_owner", owner), ("repo_name", name)):
+            if value is None and not r.has(field_name):
+                r.error(field_name, "required (or give url)")
+        if owner is None or name is None:
+            return None
+        if api_url:
+            return "github", owner, name, web_url_from_api(api_url, owner, name)
+        return "github", owner, name, f"https://github.com/{owner}/{name}"
+    if problem := check_repo_url(url):
+        r.error("url", problem)
+        return None
+    on_github = github_repo_from_url(url)
+    if on_github is not None:
+        for field_name, given, parsed in zip(
+            ("repo_owner", "repo_name"), (owner, name), on_github, strict=True
+        ):
+            if given is not None and given.lower() != parsed.lower():
+                r.error(field_name, f"{given!r} does not match the url")
+                return None
+        owner, name = on_github
+        return "github", owner, name, f"https://github.com/{owner}/{name}"
+    if not api_url and urlsplit(url).hostname in GITHUB_HOSTS:
+        r.error("url", "not a GitHub repository URL (expected https://github.com/<owner>/<repo>)")
+        return None
+    if api_url:
+        # GitHub Enterprise or a local GitHub-compatible server: the API needs owner/name.
+        parsed_pair = owner_and_name(url) or (None, None)
+        owner, name = owner or parsed_pair[0], name or parsed_pair[1]
+        if owner is None or name is None:
+            r.error("repo_name" if owner else "repo_owner", "required (not found in url)")
+            return None
+        return "github", owner, name, url
+    return "git", owner or "", name or "", url
+
+
+def _secret(r: Reader, key: str, file_key: str, base_dir: Path | None) -> str | None:
+    """The secret from ``key`` or from the file named by ``file_key``; None if neither.
+
+    Messages name the key only: a malformed secret is still a secret.
+    """
+    value = r.string(key, max_length=500)
+    file_name = r.string(file_key, required=r.has(file_key), max_length=1000)
+    if r.has(key) and r.has(file_key):
+        r.error(file_key, f"give either {key} or {file_key}, not both")
+        return None
+    source = key
+    if file_name is not None:
+        source = file_key
+        path = Path(file_name)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            r.error(file_key, f"cannot read {path}: {exc.strerror or type(exc).__name__}")
+            return None
+        except UnicodeDecodeError:
+            r.error(file_key, f"{path} is not UTF-8 text")
+            return None
+        if not value:
+            r.error(file_key, f"{path} is empty")
+            return None
+        if len(value) > 500:
+            r.error(file_key, "the secret is longer than 500 characters")
+            return None
+    if value and any(char.isspace() for char in value):
+        r.error(source, "must not contain whitespace")
+        return None
+    return value
+
+
+def _services(
+    top: Reader, repos: dict[str, RepoSpec], declared: set[str], poll_interval: int
+) -> list[ServiceSpec]:
+    specs: list[ServiceSpec] = []
+    first_seen: dict[str, int] = {}
+    for index, entry in enumerate(top.sequence("services") or []):
+        path = f"services[{index}]"
+        if not isinstance(entry, dict):
+            top.errors.append(f"{path}: expected a mapping, got {type_name(entry)}")
+            continue
+        r = Reader(entry, path, top.errors, _SERVICE_KEYS)
+        before = len(r.errors)
+        name = r.string("name", required=True)
+        if name is not None and not is_dns_label(name):
+            # Service names become label values and object names.
+            r.error(
+                "name",
+                f"{name!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters)",
+            )
+        elif name is not None and name in first_seen:
+            r.error("name", f"duplicate service name {name!r} (also services[{first_seen[name]}])")
+        elif name is not None:
+            first_seen[name] = index
+        k8s_yaml_dir = r.string("k8s_yaml_dir", required=True)
+        if k8s_yaml_dir is not None:
+            k8s_yaml_dir, problem = yaml_dir(k8s_yaml_dir)
+            if problem:
+                r.error("k8s_yaml_dir", problem)
+        namespace = r.string("namespace") or ""
+        if namespace and not is_dns_label(namespace):
+            r.error("namespace", f"{namespace!r} is not a DNS-1123 label")
+        prune = r.boolean("prune", True)
+        stateless = r.boolean("stateless", False)
+        repo_key = _service_repository(r, repos, declared, poll_interval)
+        if len(r.errors) > before or name is None or k8s_yaml_dir is None or repo_key is None:
+            continue
+        specs.append(ServiceSpec(name, repo_key, k8s_yaml_dir, namespace, prune, stateless))
+    return specs
+
+
+def _service_repository(
+    r: Reader, repos: dict[str, RepoSpec], declared: set[str], poll_interval: int
+) -> str | None:
+    """The repository key of a service: its ``github`` key, or for the legacy ``repo:``
+    URL the github_configs entry of that owner/name, else a repository derived for it
+    (added to ``repos``)."""
+    github = r.string("github")
+    repo_url = r.string("repo")
+    if r.has("github") and r.has("repo"):
+        r.error("repo", "give either github or repo, not both")
+        return None
+    if github is not None:
+        if github not in repos and github not in declared:
+            close = difflib.get_close_matches(github, sorted(declared), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            r.error("github", f"unknown repository key {github!r}{hint}")
+        # A declared key missing from repos is a broken entry that reported its own errors.
+        return github if github in repos else None
+    if repo_url is None:
+        if not r.has("github") and not r.has("repo"):
+            r.error("github", "required (a github_configs key, or the legacy repo: URL)")
+        return None
+    on_github = github_repo_from_url(repo_url)
+    if on_github is None:
+        r.error("repo", "not a GitHub repository URL (expected https://github.com/<owner>/<repo>)")
+        return None
+    owner, name = on_github
+    matches = [
+        key
+        for key, spec in repos.items()
+        if spec.provider == "github"
+        and not spec.api_url
+        and (spec.owner.lower(), spec.name.lower()) == (owner.lower(), name.lower())
+    ]
+    if len(matches) > 1:
+        r.error(
+            "repo",
+            f"ambiguous: github_configs entries {', '.join(matches)} are all "
+            f"{owner}/{name}; use github: <key>",
+        )
+        return None
+    if matches:
+        return matches[0]
+    key = slugify_key(f"{owner}-{name}")
+    if not is_slug(key) or key in declared:
+        r.error("repo", f"cannot derive a repository key for {owner}/{name}; use github: <key>")
+        return None
+    repos[key] = RepoSpec(
+        key=key,
+        provider="github",
+        owner=owner,
+        name=name,
+        url=f"https://github.com/{owner}/{name}",
+        api_url="",
+        branch=DEFAULT_BRANCH,
+        poll_interval=poll_interval,
+    )
+    return key
+
+
+def _applyer(top: Reader) -> ApplyerSpec:
+    present = [key for key in top.data if key in APPLYER_KEYS]
+    if len(present) > 1:
+        top.error(present[1], f"only one applyer may be configured, found {', '.join(present)}")
+        return ApplyerSpec(kind="file", explicit=False)
+    if not present:
+        return ApplyerSpec(kind="file", explicit=False)
+    key = present[0]
+    kind = APPLYER_KEYS[key]
+    # `applyer_kubernetes:` with nothing under it means that applyer with its defaults.
+    raw = top.mapping(key) or {}
+    r = Reader(raw, key, top.errors, ("cluster_name", *_APPLYER_SETTINGS[kind]))
+    cluster_name = r.string("cluster_name", max_length=100) or DEFAULT_CLUSTER_NAME
+    if not is_slug(cluster_name):
+        r.error("cluster_name", f"{cluster_name!r} is not a valid name (letters, digits, '-', '_')")
+    settings: dict[str, str] = {}
+    for name in _APPLYER_SETTINGS[kind]:
+        value = r.string(name, required=kind == "nokube" or r.has(name), max_length=1000)
+        if value is not None:
+            settings[name] = value
+    url = settings.get("nokube_download_url")
+    if url is not None and (problem := check_web_url(url)):
+        r.error("nokube_download_url", problem)
+    return ApplyerSpec(kind=kind, cluster_name=cluster_name, settings=settings)
