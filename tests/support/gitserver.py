@@ -127,12 +127,12 @@ class _GitHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if not self._authorized():
             payload = b"authentication required\n"
+            self.git.record(RequestRecord(self.command, self.path, 401, len(body), len(payload)))
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
-            self.git.record(RequestRecord(self.command, self.path, 401, len(body), len(payload)))
             return
         path, _, query = self.path.partition("?")
         env = {
@@ -161,13 +161,14 @@ class _GitHandler(BaseHTTPRequestHandler):
                 status = int(value.strip().split()[0])
             else:
                 headers.append((name, value.strip()))
+        # Recorded before answering, so a client that has its answer sees it counted.
+        self.git.record(RequestRecord(self.command, path, status, len(body), len(payload)))
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-        self.git.record(RequestRecord(self.command, path, status, len(body), len(payload)))
 
 
 class WorkingCopy:
