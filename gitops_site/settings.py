@@ -78,7 +78,9 @@ TEMPLATES = [
 
 def _database(url: str) -> dict[str, Any]:
     try:
-        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+        config: dict[str, Any] = dict(
+            dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
+        )
     except Exception as exc:  # dj-database-url raises ValueError/KeyError on bad schemes
         # The URL may hold a password: name the variable and the scheme only.
         scheme = url.split(":", 1)[0]
@@ -94,7 +96,6 @@ def _database(url: str) -> dict[str, Any]:
 DATABASE_URL = env_str("DATABASE_URL", secret=True) or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -111,11 +112,9 @@ STATIC_ROOT = env_path("STATIC_ROOT", VAR_DIR / "static")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        )
+        # Compressed but not hashed: pages render even where collectstatic never ran
+        # (tests, a fresh checkout), and the admin's assets are all we serve.
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
     },
 }
 
@@ -155,6 +154,7 @@ CELERY_TASK_ROUTES = {
     "syncworker.poll_repository": {"queue": "poll"},
     "syncworker.fetch_service": {"queue": "fetch"},
     "syncworker.apply_deployment": {"queue": "apply"},
+    "syncworker.notify_deployment": {"queue": "default"},
 }
 # A visibility timeout longer than the longest task, or Redis redelivers running tasks.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
@@ -164,12 +164,16 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
 # The app's own settings, under one namespace with defaults in syncworker/conf.py.
-GITOPS = {
+GITOPS: dict[str, Any] = {
     "CONFIG_FILE": env_str("GITOPS_CONFIG_FILE"),
     "ARTIFACTS_ROOT": env_path("GITOPS_ARTIFACTS_ROOT", VAR_DIR / "artifacts"),
     "RENDER_DIR": env_path("GITOPS_RENDER_DIR", VAR_DIR / "rendered"),
     "WORKSPACE": env_path("GITOPS_WORKSPACE", VAR_DIR / "workspace"),
     "STATUS_API_PUBLIC": env_bool("GITOPS_STATUS_API_PUBLIC", True),
+    # Base URL pods of stateless services download init.sh and app.tar.gz from.
+    "DOWNLOAD_BASE_URL": env_str("GITOPS_DOWNLOAD_BASE_URL") or "http://127.0.0.1:8000",
+    # How long an apply waits for another apply to the same cluster before retrying.
+    "APPLY_LOCK_WAIT": env_int("GITOPS_APPLY_LOCK_WAIT", 30, minimum=1),
 }
 
 LOG_LEVEL = (env_str("LOG_LEVEL") or "INFO").upper()

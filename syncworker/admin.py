@@ -9,9 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
+from syncworker.artifacts.admin import ReleaseArtifactAdmin
 from syncworker.models import (
     AppliedObject,
     Cluster,
@@ -21,11 +25,44 @@ from syncworker.models import (
     Repository,
     Service,
 )
+from syncworker.pipeline import actions as pipeline_actions
 
 SECRET_FIELDS = ("token", "webhook_secret")
+# Django 6 changes the default scheme of URL form fields; say which one we mean.
+URL_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
+    models.URLField: {"assume_scheme": "https"}
+}
+STATUS_COLOURS: dict[str, str] = {
+    Deployment.Status.QUEUED: "#777",
+    Deployment.Status.APPLYING: "#1f6feb",
+    Deployment.Status.SUCCEEDED: "#1a7f37",
+    Deployment.Status.FAILED: "#cf222e",
+    Deployment.Status.SUPERSEDED: "#9a6700",
+}
+
+
+def _run_action(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, objects: Any, action: Any, done: str
+) -> None:
+    """Apply one of syncworker.pipeline.actions to each selected object and report."""
+    ok = 0
+    for obj in objects:
+        try:
+            action(obj)
+            ok += 1
+        except pipeline_actions.ActionError as exc:
+            modeladmin.message_user(request, str(exc), level=messages.WARNING)
+    if ok:
+        modeladmin.message_user(request, f"{done}: {ok}", level=messages.SUCCESS)
 
 
 class RepositoryForm(forms.ModelForm):
+    api_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text="GitHub API root (GitHub Enterprise or a local GitHub-compatible server).",
+    )
     token = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
@@ -82,6 +119,7 @@ class RepositoryForm(forms.ModelForm):
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
     form = RepositoryForm
+    formfield_overrides = URL_FIELDS
     list_display = (
         "key",
         "provider",
@@ -104,6 +142,12 @@ class RepositoryAdmin(admin.ModelAdmin):
         "has_token",
         "has_webhook_secret",
     )
+
+    actions = ["sync_now"]
+
+    @admin.action(description="Sync now (poll the selected repositories)")
+    def sync_now(self, request: HttpRequest, queryset: QuerySet[Repository]) -> None:
+        _run_action(self, request, queryset, pipeline_actions.sync_now, "sync queued")
 
     @admin.display(description="commit")
     def last_seen_commit_short(self, obj: Repository) -> str:
@@ -140,6 +184,18 @@ class ServiceAdmin(admin.ModelAdmin):
         "last_applied_at",
     )
 
+    actions = ["redeploy"]
+
+    @admin.action(description="Redeploy at the branch head")
+    def redeploy(self, request: HttpRequest, queryset: QuerySet[Service]) -> None:
+        _run_action(
+            self,
+            request,
+            queryset.select_related("repository"),
+            pipeline_actions.redeploy,
+            "redeploy queued",
+        )
+
     @admin.display(description="commit")
     def last_applied_commit_short(self, obj: Service) -> str:
         return obj.last_applied_commit[:12]
@@ -157,7 +213,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "service",
-        "status",
+        "status_badge",
         "commit_short",
         "trigger",
         "queued_at",
@@ -169,6 +225,20 @@ class DeploymentAdmin(admin.ModelAdmin):
     date_hierarchy = "queued_at"
     list_select_related = ("service",)
     readonly_fields = tuple(f.name for f in Deployment._meta.fields)
+    actions = ["roll_back"]
+
+    @admin.action(description="Roll back to this deployment (re-apply its bundle)")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        _run_action(self, request, queryset, pipeline_actions.rollback, "rollback queued")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Deployment) -> str:
+        return format_html(
+            '<b style="color:{}" class="status-{}">{}</b>',
+            STATUS_COLOURS.get(obj.status, "#000"),
+            obj.status,
+            obj.status,
+        )
 
     @admin.display(description="commit")
     def commit_short(self, obj: Deployment) -> str:
@@ -201,15 +271,12 @@ class AppliedObjectAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(ReleaseArtifact)
-class ReleaseArtifactAdmin(admin.ModelAdmin):
-    list_display = ("path", "kind", "size", "sha256", "uploaded_at", "uploaded_by")
-    list_filter = ("kind",)
-    search_fields = ("path", "sha256")
+admin.site.register(ReleaseArtifact, ReleaseArtifactAdmin)
 
 
 @admin.register(NotificationTarget)
 class NotificationTargetAdmin(admin.ModelAdmin):
+    formfield_overrides = URL_FIELDS
     list_display = ("url", "enabled", "managed_by_config")
     list_filter = ("enabled",)
     search_fields = ("url",)

@@ -20,9 +20,25 @@ from django.db import connection
 from tests.support.gitserver import GitHttpServer, WorkingCopy
 from tests.support.procs import stop_process
 
-pytest_plugins: list[str] = []  # TEMP
+pytest_plugins = ["tests.support.kube_fixtures", "tests.support.source_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_database_sessions(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest
+) -> Iterator[None]:
+    """The live server's request threads can keep a connection to the test database
+    after the browser is gone; end them so the database can be dropped at the end."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -66,15 +82,30 @@ def celery_worker_process(
     env = {**os.environ, "DATABASE_URL": database_url}
     name = f"test-{uuid.uuid4().hex[:6]}@%h"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "gitops_site", "worker", "-n", name,
-         "-Q", "default,poll,fetch,apply", "--concurrency", "2", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "gitops_site",
+            "worker",
+            "-n",
+            name,
+            "-Q",
+            "default,poll,fetch,apply",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         cwd=ROOT,
         env=env,
         stdout=open(log_path, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         for _ in range(60):
             if proc.poll() is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,15 +35,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, *, timeout: float = 10) -> None:
-    """SIGTERM the process group, then SIGKILL what is left: nothing survives the tests."""
-    if proc is None or proc.poll() is not None:
+    """SIGTERM the process group, wait for every member (a Celery worker's pool children
+    too) to be gone, then SIGKILL what is left: nothing survives the tests."""
+    if proc is None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
+        proc.poll()
         return
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        if not _group_alive(proc.pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
+    proc.wait(timeout=timeout)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

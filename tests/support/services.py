@@ -44,15 +44,21 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--save", "",
-                "--appendonly", "no",
-                "--logfile", str(self.dir / "redis.log"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.dir / "redis.log"),
             ],
             start_new_session=True,
-        )  # fmt: skip
+        )
         wait_until(lambda: port_open(self.port), timeout=20, what="redis-server")
         return self
 
@@ -91,36 +97,66 @@ class PostgresServer:
         owner = self._as_owner()
         data = self.dir / "data"
         subprocess.run(
-            [initdb, "-D", str(data), "-U", self.user, "-A", "trust", "-E", "UTF8",
-             "--no-sync", "--locale=C"],
+            [
+                initdb,
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             **owner,  # type: ignore[call-overload]
-        )  # fmt: skip
+        )
         self.proc = subprocess.Popen(
             [
                 postgres,
-                "-D", str(data),
-                "-p", str(self.port),
-                "-h", "127.0.0.1",
-                "-k", str(self.dir),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.dir),
                 # A test database need not survive a power cut; this makes it fast.
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=200",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
             ],
             stdout=open(self.dir / "postgres.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
             start_new_session=True,
             **owner,  # type: ignore[call-overload]
-        )  # fmt: skip
+        )
         wait_until(self._ready, timeout=30, what="postgres")
         subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
-             "postgres", "-qc", f"CREATE DATABASE {self.database}"],
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-qc",
+                f"CREATE DATABASE {self.database}",
+            ],
             check=True,
-        )  # fmt: skip
+        )
         return self
 
     def _ready(self) -> bool:
@@ -128,10 +164,21 @@ class PostgresServer:
             log = (self.dir / "postgres.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"postgres exited early:\n{log}")
         result = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
-             "postgres", "-qAtc", "select 1"],
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-qAtc",
+                "select 1",
+            ],
             capture_output=True,
-        )  # fmt: skip
+        )
         return result.returncode == 0
 
     def stop(self) -> None:

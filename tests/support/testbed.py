@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         env["CELERY_BROKER_URL"] = redis.url
         env["CELERY_RESULT_BACKEND"] = redis.url
         env["SECRET_KEY"] = secrets.token_urlsafe(40)
+        # Request threads of the live server must not keep connections open, or the test
+        # database cannot be dropped at the end.
+        env["DATABASE_CONN_MAX_AGE"] = "0"
         env.pop("DJANGO_DEBUG", None)
         if postgres is not None:
             env["DATABASE_URL"] = postgres.url

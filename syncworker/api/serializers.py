@@ -1,0 +1,143 @@
+"""Explicit serializers. Credentials are write-only: accepted on input, never output;
+an update that leaves them out keeps the stored value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from syncworker.models import Cluster, Deployment, Repository, Service
+from syncworker.selectors import iso_utc
+
+
+class RepositorySerializer(serializers.ModelSerializer):
+    token = serializers.CharField(write_only=True, required=False, allow_blank=True)
+    webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True)
+    has_token = serializers.SerializerMethodField()
+    has_webhook_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Repository
+        fields = [
+            "id",
+            "key",
+            "provider",
+            "owner",
+            "name",
+            "url",
+            "api_url",
+            "branch",
+            "token",
+            "webhook_secret",
+            "has_token",
+            "has_webhook_secret",
+            "poll_interval",
+            "enabled",
+            "managed_by_config",
+            "last_polled_at",
+            "last_seen_commit",
+            "last_error",
+            "consecutive_failures",
+            "next_poll_after",
+        ]
+        read_only_fields = [
+            "managed_by_config",
+            "last_polled_at",
+            "last_seen_commit",
+            "last_error",
+            "consecutive_failures",
+            "next_poll_after",
+        ]
+
+    def get_has_token(self, obj: Repository) -> bool:
+        return bool(obj.token)
+
+    def get_has_webhook_secret(self, obj: Repository) -> bool:
+        return bool(obj.webhook_secret)
+
+
+class ServiceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Service
+        fields = [
+            "id",
+            "name",
+            "repository",
+            "k8s_yaml_dir",
+            "cluster",
+            "namespace",
+            "prune",
+            "stateless",
+            "enabled",
+            "managed_by_config",
+            "last_applied_commit",
+            "last_applied_at",
+        ]
+        read_only_fields = ["managed_by_config", "last_applied_commit", "last_applied_at"]
+
+    def validate_k8s_yaml_dir(self, value: str) -> str:
+        from syncworker.sources.base import UnsafePathError, normalize_dir
+
+        try:
+            return normalize_dir(value)
+        except UnsafePathError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class ClusterSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Cluster
+        fields = ["id", "name", "applyer", "settings", "is_default", "managed_by_config"]
+        read_only_fields = ["managed_by_config"]
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    service_name = serializers.CharField(source="service.name", read_only=True)
+    duration_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "service",
+            "service_name",
+            "cluster",
+            "commit_sha",
+            "tree_sha",
+            "trigger",
+            "status",
+            "rollback_of",
+            "bundle_digest",
+            "object_count",
+            "applied_objects",
+            "pruned_objects",
+            "output",
+            "error",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+        ]
+        read_only_fields = fields
+
+    def get_duration_seconds(self, obj: Deployment) -> float | None:
+        duration = obj.duration
+        return round(duration.total_seconds(), 3) if duration is not None else None
+
+
+class DeploymentDetailSerializer(DeploymentSerializer):
+    class Meta(DeploymentSerializer.Meta):
+        fields = [*DeploymentSerializer.Meta.fields, "bundle"]
+        read_only_fields = fields
+
+
+class ActionResultSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    deployment = serializers.IntegerField(required=False)
+
+    def to_representation(self, instance: Any) -> Any:
+        return instance
+
+
+__all__ = ["iso_utc"]

@@ -1,0 +1,116 @@
+"""REST endpoints (DRF). Thin: the actions call syncworker.pipeline.actions."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from syncworker.api.serializers import (
+    ActionResultSerializer,
+    ClusterSerializer,
+    DeploymentDetailSerializer,
+    DeploymentSerializer,
+    RepositorySerializer,
+    ServiceSerializer,
+)
+from syncworker.models import Cluster, Deployment, Repository, Service
+from syncworker.pipeline import actions
+
+
+def _action_error(exc: actions.ActionError) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+
+class RepositoryViewSet(viewsets.ModelViewSet):
+    queryset = Repository.objects.all()
+    serializer_class = RepositorySerializer
+
+    @extend_schema(request=None, responses={202: ActionResultSerializer})
+    @action(detail=True, methods=["post"])
+    def sync(self, request: Request, pk: str | None = None) -> Response:
+        """Poll the repository now, as a push webhook would."""
+        try:
+            actions.sync_now(self.get_object())
+        except actions.ActionError as exc:
+            return _action_error(exc)
+        return Response({"detail": "sync queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class ServiceViewSet(viewsets.ModelViewSet):
+    queryset = Service.objects.select_related("repository", "cluster")
+    serializer_class = ServiceSerializer
+
+    @extend_schema(request=None, responses={202: ActionResultSerializer})
+    @action(detail=True, methods=["post"])
+    def redeploy(self, request: Request, pk: str | None = None) -> Response:
+        """Deploy the service again at its branch head, even if nothing changed."""
+        try:
+            actions.redeploy(self.get_object())
+        except actions.ActionError as exc:
+            return _action_error(exc)
+        return Response({"detail": "redeploy queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class ClusterViewSet(viewsets.ModelViewSet):
+    queryset = Cluster.objects.all()
+    serializer_class = ClusterSerializer
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("service", str, description="service id or name"),
+        OpenApiParameter("status", str, enum=[s.value for s in Deployment.Status]),
+        OpenApiParameter("since", str, description="queued at or after (ISO 8601)"),
+        OpenApiParameter("until", str, description="queued before (ISO 8601)"),
+    ]
+)
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Deployment history, newest first."""
+
+    queryset = Deployment.objects.select_related("service").defer("bundle")
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return DeploymentDetailSerializer if self.action == "retrieve" else DeploymentSerializer
+
+    def get_queryset(self) -> QuerySet[Deployment]:
+        queryset = super().get_queryset()
+        if self.action == "retrieve":
+            return Deployment.objects.select_related("service")
+        params = self.request.query_params
+        service = params.get("service")
+        if service:
+            queryset = (
+                queryset.filter(service_id=int(service))
+                if service.isdigit()
+                else queryset.filter(service__name=service)
+            )
+        state = params.get("status")
+        if state:
+            if state not in Deployment.Status.values:
+                raise ValidationError({"status": f"unknown status {state!r}"})
+            queryset = queryset.filter(status=state)
+        for name, lookup in (("since", "queued_at__gte"), ("until", "queued_at__lt")):
+            value = params.get(name)
+            if value:
+                moment = parse_datetime(value)
+                if moment is None:
+                    raise ValidationError({name: f"not an ISO 8601 date-time: {value!r}"})
+                queryset = queryset.filter(**{lookup: moment})
+        return queryset
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str | None = None) -> Response:
+        """Re-apply exactly the bundle of this (successful) deployment."""
+        try:
+            deployment = actions.rollback(self.get_object())
+        except actions.ActionError as exc:
+            return _action_error(exc)
+        return Response(DeploymentSerializer(deployment).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,159 @@
+"""Reading a rendered bundle back into objects, and the order they are applied in.
+
+The renderer already orders the bundle, but an applyer must not rely on it: a rollback
+replays an old bundle and a person may paste one into the admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import yaml
+
+from syncworker.applyers.base import SERVICE_LABEL
+
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
+
+class _ManifestLoader(_SafeLoader):
+    """SafeLoader that keeps timestamps as the strings they were written as.
+
+    PyYAML would turn ``2024-01-01`` into a date, which JSON cannot carry; kubectl keeps it
+    a string, and so do we.
+    """
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
+}
+
+NAMESPACE, CRD, CLUSTER_SCOPED, BASICS, REST, CUSTOM = range(6)
+PHASE_NAMES = ("namespaces", "crds", "cluster-scoped", "basics", "rest", "custom resources")
+
+CRD_KIND = "CustomResourceDefinition"
+
+# Built-in kinds that are not namespaced; anything else built in is.
+_CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "APIService",
+        "CertificateSigningRequest",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterTrustBundle",
+        "CSIDriver",
+        "CSINode",
+        "DeviceClass",
+        "FlowSchema",
+        "IngressClass",
+        "IPAddress",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "MutatingWebhookConfiguration",
+        "Node",
+        "PersistentVolume",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "ServiceCIDR",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
+        "VolumeAttributesClass",
+    }
+)
+# What pods of the same bundle refer to by name: in place before the workloads.
+_BASIC_KINDS = frozenset({"ServiceAccount", "Secret", "ConfigMap", "LimitRange", "ResourceQuota"})
+# API groups served by Kubernetes itself; any other group is a custom resource.
+_BUILTIN_GROUPS = frozenset({"", "apps", "batch", "autoscaling", "policy", "extensions", "core"})
+
+
+def load_objects(yaml_content: str) -> list[dict[str, Any]]:
+    """Every object of a multi-document YAML bundle, ``List`` kinds flattened.
+
+    Raises ``ValueError`` naming the document when one is not an object with apiVersion,
+    kind and metadata.name.
+    """
+    objects: list[dict[str, Any]] = []
+    try:
+        documents = list(yaml.load_all(yaml_content, Loader=_ManifestLoader))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"the bundle is not valid YAML: {exc}") from exc
+    for index, doc in enumerate(documents, start=1):
+        if doc is None:
+            continue
+        if (
+            isinstance(doc, dict)
+            and str(doc.get("kind", "")).endswith("List")
+            and isinstance(doc.get("items"), list)
+        ):
+            items = doc["items"]
+        else:
+            items = [doc]
+        for obj in items:
+            _check(obj, index)
+            objects.append(obj)
+    return objects
+
+
+def _check(obj: object, index: int) -> None:
+    if not isinstance(obj, dict):
+        raise ValueError(f"document {index} is not a mapping")
+    meta = obj.get("metadata")
+    if not obj.get("apiVersion") or not obj.get("kind"):
+        raise ValueError(f"document {index} has no apiVersion or kind")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        raise ValueError(f"document {index} ({obj['kind']}) has no metadata.name")
+
+
+def group_of(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def is_builtin(api_version: str) -> bool:
+    group = group_of(api_version)
+    return group in _BUILTIN_GROUPS or group.endswith(".k8s.io")
+
+
+def phase_of(api_version: str, kind: str) -> int:
+    """The dependency phase of a kind: objects of a phase may be applied all at once."""
+    if kind == "Namespace" and group_of(api_version) == "":
+        return NAMESPACE
+    if kind == CRD_KIND and group_of(api_version) == "apiextensions.k8s.io":
+        return CRD
+    if not is_builtin(api_version):
+        return CUSTOM
+    if kind in _CLUSTER_SCOPED_KINDS:
+        return CLUSTER_SCOPED
+    if kind in _BASIC_KINDS:
+        return BASICS
+    return REST
+
+
+def sort_objects(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stable sort into dependency order (namespaces, CRDs, ..., custom resources last)."""
+    return sorted(objects, key=lambda obj: phase_of(obj["apiVersion"], obj["kind"]))
+
+
+def phases(objects: Sequence[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any]]]]:
+    """The objects grouped by phase, phases in apply order, empty ones left out."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for obj in objects:
+        grouped.setdefault(phase_of(obj["apiVersion"], obj["kind"]), []).append(obj)
+    return sorted(grouped.items())
+
+
+def first_service(objects: Iterable[dict[str, Any]]) -> str | None:
+    """The first ``simple-gitops.io/service`` label value in the bundle, if any."""
+    for obj in objects:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        value = labels.get(SERVICE_LABEL)
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -1,0 +1,229 @@
+"""Apply one deployment, in order, once.
+
+Order is enforced twice: the ``apply`` queue has a single consumer, and a Redis lock per
+cluster keeps a second apply worker (or a redelivered task) from applying to the same
+cluster at the same time. Inside the lock the row is re-read and guarded on its state:
+a finished deployment is a no-op, a deployment that a newer one of the same service
+overtook ends ``superseded`` without touching the cluster, and one left ``applying`` by a
+crashed worker is applied again (server-side apply is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from syncworker.applyers import applyer_for
+from syncworker.applyers.base import Applyer, ObjectRef, TransientApplyError
+from syncworker.models import Cluster, Deployment
+from syncworker.pipeline import inventory, metrics
+from syncworker.pipeline.redisconn import redis_client
+
+log = logging.getLogger(__name__)
+Status = Deployment.Status
+
+
+@dataclass
+class ApplyResult:
+    deployment_id: int
+    status: str = ""
+    skipped: str = ""
+    error: str = ""
+    transient: bool = False
+    retry_after: float | None = None
+
+
+def cluster_for(deployment: Deployment) -> Cluster | None:
+    if deployment.cluster_id:
+        return deployment.cluster
+    if deployment.service.cluster_id:
+        return deployment.service.cluster
+    return Cluster.objects.filter(is_default=True).first()
+
+
+def apply_deployment(deployment_id: int) -> ApplyResult:
+    result = ApplyResult(deployment_id)
+    deployment = _load(deployment_id)
+    if deployment is None:
+        result.skipped = "deployment no longer exists"
+        return result
+    if deployment.is_final:
+        result.skipped, result.status = "already finished", deployment.status
+        return result
+    cluster = cluster_for(deployment)
+    if cluster is None:
+        _finish_now(deployment, Status.FAILED, error="no cluster: configure a default cluster")
+        result.status = Status.FAILED
+        return result
+
+    lock = redis_client().lock(
+        f"gitops:apply-lock:{cluster.pk}",
+        timeout=settings.CELERY_TASK_TIME_LIMIT + 60,
+        blocking_timeout=settings.GITOPS["APPLY_LOCK_WAIT"],
+    )
+    if not lock.acquire():
+        result.transient, result.error = True, f"cluster {cluster.name} is busy"
+        return result
+    try:
+        return _apply_locked(deployment_id, cluster, result)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("apply lock of cluster %s expired before release", cluster.name)
+
+
+def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> ApplyResult:
+    deployment = _load(deployment_id)
+    if deployment is None or deployment.is_final:
+        result.skipped = "finished while waiting for the cluster lock"
+        return result
+    if _overtaken(deployment):
+        if Deployment.objects.filter(
+            pk=deployment.pk, status__in=[Status.QUEUED, Status.APPLYING]
+        ).update(status=Status.SUPERSEDED, finished_at=timezone.now()):
+            finish(deployment.pk)
+        result.status = Status.SUPERSEDED
+        return result
+    if not deployment.bundle_digest:
+        result.skipped = "not rendered yet"
+        return result
+    Deployment.objects.filter(pk=deployment.pk).update(
+        status=Status.APPLYING,
+        cluster=cluster,
+        started_at=Coalesce("started_at", timezone.now()),
+    )
+
+    service = deployment.service
+    desired = inventory.refs_from_json(deployment.applied_objects)
+    try:
+        applyer = _applyer(cluster)
+        ok, output = applyer.apply(deployment.bundle)
+        pruned: list[ObjectRef] = []
+        stale = inventory.stale(service, cluster, desired) if ok else []
+        if ok and stale and service.prune and applyer.can_prune:
+            prune = applyer.prune(stale, service=service.name)
+            output = f"{output}\n{prune.output}".strip()
+            pruned, ok = prune.pruned, prune.ok
+    except TransientApplyError as exc:
+        # Back to the queue state: the retry re-enters through the same guards.
+        Deployment.objects.filter(pk=deployment.pk, status=Status.APPLYING).update(
+            status=Status.QUEUED, error=str(exc)
+        )
+        result.transient, result.error, result.retry_after = True, str(exc), exc.retry_after
+        return result
+    except InstallError as exc:
+        ok, output, pruned, stale = False, str(exc), [], []
+
+    status = Status.SUCCEEDED if ok else Status.FAILED
+    with transaction.atomic():
+        kept = set(desired) | (set(stale) - set(pruned))
+        if ok:
+            inventory.replace(service, cluster, kept, deployment)
+            type(service).objects.filter(pk=service.pk).update(
+                last_applied_commit=deployment.commit_sha,
+                last_applied_tree=deployment.tree_sha,
+                last_applied_at=timezone.now(),
+            )
+        Deployment.objects.filter(pk=deployment.pk).update(
+            status=status,
+            output=output[-100_000:],
+            error="" if ok else _first_lines(output),
+            pruned_objects=inventory.refs_to_json(pruned),
+            finished_at=timezone.now(),
+        )
+        finish(deployment.pk)
+    result.status = status
+    return result
+
+
+def fail_after_retries(deployment_id: int, message: str) -> None:
+    """A transient error that outlived its retries fails the deployment for good."""
+    now = timezone.now()
+    if Deployment.objects.filter(
+        pk=deployment_id, status__in=[Status.QUEUED, Status.APPLYING]
+    ).update(status=Status.FAILED, error=f"gave up after retries: {message}", finished_at=now):
+        finish(deployment_id)
+
+
+def finish(deployment_id: int) -> None:
+    """After a deployment reaches a final state: metrics and notifications, once the
+    state is committed."""
+    from syncworker.tasks import notify_deployment
+
+    def after_commit() -> None:
+        deployment = _load(deployment_id)
+        if deployment is None:
+            return
+        duration = deployment.duration
+        metrics.record_deployment(
+            deployment.status,
+            seconds=duration.total_seconds() if duration else None,
+            repository=deployment.service.repository.key,
+        )
+        notify_deployment.delay(deployment_id)
+
+    transaction.on_commit(after_commit)
+
+
+def _finish_now(deployment: Deployment, status: str, *, error: str) -> None:
+    now = timezone.now()
+    if Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(
+        status=status, error=error, started_at=now, finished_at=now
+    ):
+        finish(deployment.pk)
+
+
+def _overtaken(deployment: Deployment) -> bool:
+    """A newer deployment of the service exists that has not failed or been superseded."""
+    return (
+        Deployment.objects.filter(service_id=deployment.service_id, pk__gt=deployment.pk)
+        .exclude(status__in=[Status.FAILED, Status.SUPERSEDED])
+        .exists()
+    )
+
+
+def _load(deployment_id: int) -> Deployment | None:
+    return (
+        Deployment.objects.select_related("service__repository", "service__cluster", "cluster")
+        .filter(pk=deployment_id)
+        .first()
+    )
+
+
+def _first_lines(text: str, limit: int = 2000) -> str:
+    return text.strip()[:limit] or "apply failed without output"
+
+
+class InstallError(Exception):
+    pass
+
+
+# One applyer per cluster and process: install() runs once, as the seed says, and again
+# only when the cluster's settings change.
+_applyers: dict[int, tuple[object, Applyer]] = {}
+_applyers_lock = threading.Lock()
+
+
+def _applyer(cluster: Cluster) -> Applyer:
+    with _applyers_lock:
+        cached = _applyers.get(cluster.pk)
+        if cached and cached[0] == cluster.updated_at:
+            return cached[1]
+        try:
+            applyer = applyer_for(cluster)
+        except ValueError as exc:  # a bad setting of the cluster, named in the message
+            raise InstallError(str(exc)) from None
+        ok, message = applyer.install()
+        if not ok:
+            raise InstallError(f"applyer {cluster.applyer} of cluster {cluster.name}: {message}")
+        log.info("applyer for cluster %s ready: %s", cluster.name, message)
+        _applyers[cluster.pk] = (cluster.updated_at, applyer)
+        return applyer

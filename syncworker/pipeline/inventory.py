@@ -1,0 +1,61 @@
+"""The inventory of what each service put on each cluster: what prune compares against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from syncworker.applyers.base import ObjectRef
+from syncworker.models import AppliedObject, Cluster, Deployment, Service
+
+
+def refs_from_json(items: Iterable[dict[str, str]]) -> list[ObjectRef]:
+    return [ObjectRef(i["api_version"], i["kind"], i["namespace"], i["name"]) for i in items]
+
+
+def refs_to_json(refs: Iterable[ObjectRef]) -> list[dict[str, str]]:
+    return [
+        {"api_version": r.api_version, "kind": r.kind, "namespace": r.namespace, "name": r.name}
+        for r in refs
+    ]
+
+
+def current(service: Service, cluster: Cluster) -> set[ObjectRef]:
+    rows = AppliedObject.objects.filter(service=service, cluster=cluster).values_list(
+        "api_version", "kind", "namespace", "name"
+    )
+    return {ObjectRef(*row) for row in rows}
+
+
+def stale(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> list[ObjectRef]:
+    """Objects recorded for the service that the new bundle no longer contains. Compared
+    by group, kind, namespace and name, so an apiVersion bump is not a deletion."""
+    wanted = {_identity(r) for r in desired}
+    return sorted(r for r in current(service, cluster) if _identity(r) not in wanted)
+
+
+def replace(
+    service: Service, cluster: Cluster, refs: Iterable[ObjectRef], deployment: Deployment
+) -> None:
+    """Make the inventory exactly ``refs`` (call inside the deployment's transaction)."""
+    refs = set(refs)
+    AppliedObject.objects.filter(service=service, cluster=cluster).delete()
+    AppliedObject.objects.bulk_create(
+        [
+            AppliedObject(
+                service=service,
+                cluster=cluster,
+                api_version=r.api_version,
+                kind=r.kind,
+                namespace=r.namespace,
+                name=r.name,
+                deployment=deployment,
+            )
+            for r in sorted(refs)
+        ],
+        batch_size=500,
+    )
+
+
+def _identity(ref: ObjectRef) -> tuple[str, str, str, str]:
+    group = ref.api_version.rpartition("/")[0]
+    return (group, ref.kind, ref.namespace, ref.name)

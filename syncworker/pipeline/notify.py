@@ -1,0 +1,64 @@
+"""Post deployment results to the configured webhook URLs (the seed's ``webhook_url``).
+
+The payload carries Slack's ``text`` field, so a Slack incoming webhook works as is, plus
+structured fields for everything else. A notification failure is logged and never fails
+the deployment. URLs can hold tokens (Slack's do), so logs name the host only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from syncworker.models import Deployment, NotificationTarget
+
+log = logging.getLogger(__name__)
+TIMEOUT = 10
+
+
+def payload(deployment: Deployment) -> dict[str, Any]:
+    service = deployment.service
+    text = (
+        f"GitOps deployment {deployment.status}: {service.name} "
+        f"@ {deployment.commit_sha[:12]} ({deployment.trigger})"
+    )
+    if deployment.error:
+        text += f"\n{deployment.error[:500]}"
+    return {
+        "text": text,
+        "deployment": deployment.pk,
+        "service": service.name,
+        "repository": service.repository.full_name,
+        "status": deployment.status,
+        "trigger": deployment.trigger,
+        "commit": deployment.commit_sha,
+        "objects": deployment.object_count,
+        "error": deployment.error,
+    }
+
+
+def notify(deployment_id: int) -> int:
+    """Send the result of a finished deployment to every enabled target; return how many
+    accepted it."""
+    deployment = (
+        Deployment.objects.select_related("service__repository").filter(pk=deployment_id).first()
+    )
+    if deployment is None or not deployment.is_final:
+        return 0
+    body = payload(deployment)
+    delivered = 0
+    for target in NotificationTarget.objects.filter(enabled=True):
+        host = urlsplit(target.url).hostname or "?"
+        try:
+            response = requests.post(target.url, json=body, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            log.warning("notify %s: %s", host, type(exc).__name__)
+            continue
+        if response.ok:
+            delivered += 1
+        else:
+            log.warning("notify %s: HTTP %s", host, response.status_code)
+    return delivered

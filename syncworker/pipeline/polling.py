@@ -1,0 +1,152 @@
+"""Poll one repository: has the branch moved, and which services changed?
+
+A no-change poll costs one request to the Git host whatever the number of services.
+When the head moved (or a service was never deployed), one more call gives the tree id
+of every service directory; only services whose tree differs from the one they were
+last deployed from get a new Deployment, so a monorepo commit touching one service does
+not redeploy the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, OuterRef, Subquery
+from django.utils import timezone
+
+from syncworker.models import Deployment, Repository, Service
+from syncworker.pipeline import metrics
+from syncworker.sources import source_for
+from syncworker.sources.base import Head, SourceError, normalize_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PollResult:
+    repository_id: int
+    skipped: str = ""
+    commit: str = ""
+    changed: bool = False
+    deployments: list[int] = field(default_factory=list)
+    error: str = ""
+    transient: bool = False
+    retry_after: float | None = None
+
+
+def services_with_last_tree(
+    repository: Repository, service_ids: list[int] | None = None
+) -> list[Service]:
+    """Enabled services of the repository, each annotated with ``last_tree``: the tree
+    id of its newest deployment that came from Git (rollbacks are deliberate and do not
+    count, so the next Git change still deploys)."""
+    newest = (
+        Deployment.objects.filter(service=OuterRef("pk"))
+        .exclude(trigger=Deployment.Trigger.ROLLBACK)
+        .order_by("-id")
+        .values("tree_sha")[:1]
+    )
+    services = repository.services.filter(enabled=True)
+    if service_ids is not None:
+        services = services.filter(pk__in=service_ids)
+    return list(services.annotate(last_tree=Subquery(newest)).order_by("pk"))
+
+
+def poll_repository(
+    repository_id: int,
+    *,
+    trigger: str = Deployment.Trigger.POLL,
+    force: bool = False,
+    service_ids: list[int] | None = None,
+) -> PollResult:
+    """Poll and queue deployments. ``force`` redeploys the services (all of the
+    repository's, or those of ``service_ids``) at the head even when unchanged."""
+    result = PollResult(repository_id)
+    repo = Repository.objects.filter(pk=repository_id).first()
+    if repo is None:
+        result.skipped = "repository no longer exists"
+        return result
+    if not repo.enabled:
+        result.skipped = "repository disabled"
+        return result
+    now = timezone.now()
+    if trigger == Deployment.Trigger.POLL and repo.next_poll_after and repo.next_poll_after > now:
+        result.skipped = "backing off after failures"
+        return result
+
+    services = services_with_last_tree(repo, service_ids)
+    never_deployed = any(s.last_tree is None for s in services)  # type: ignore[attr-defined]
+    source = source_for(repo, workspace=settings.GITOPS["WORKSPACE"])
+    try:
+        head = source.head(etag=repo.etag, last_commit=repo.last_seen_commit)
+        trees: dict[str, str | None] = {}
+        if services and (head.changed or never_deployed or force or not repo.last_seen_commit):
+            trees = source.tree_ids(head.commit, [normalize_dir(s.k8s_yaml_dir) for s in services])
+    except SourceError as exc:
+        _record_failure(repo, str(exc))
+        result.error, result.transient, result.retry_after = (
+            str(exc),
+            exc.transient,
+            exc.retry_after,
+        )
+        return result
+
+    result.commit, result.changed = head.commit, head.changed
+    with transaction.atomic():
+        _record_success(repo, head)
+        for service in services:
+            tree = trees.get(normalize_dir(service.k8s_yaml_dir), "")
+            if not trees or tree is None:
+                if trees and tree is None:
+                    log.warning(
+                        "%s: %s missing at %s", service.name, service.k8s_yaml_dir, head.commit[:12]
+                    )
+                continue
+            if not force and tree == service.last_tree:  # type: ignore[attr-defined]
+                continue
+            deployment = queue_deployment(service, commit=head.commit, tree=tree, trigger=trigger)
+            result.deployments.append(deployment.pk)
+    metrics.record_poll(repo.key, ok=True)
+    return result
+
+
+def queue_deployment(service: Service, *, commit: str, tree: str, trigger: str) -> Deployment:
+    """Record a queued deployment and, once committed, hand it to a fetch worker."""
+    from syncworker.tasks import fetch_service
+
+    deployment = Deployment.objects.create(
+        service=service,
+        cluster=service.cluster,
+        commit_sha=commit,
+        tree_sha=tree,
+        trigger=trigger,
+    )
+    transaction.on_commit(lambda: fetch_service.delay(deployment.pk))
+    return deployment
+
+
+def _record_success(repo: Repository, head: Head) -> None:
+    # .update() rather than save(): a poll must not race an admin edit of other fields.
+    Repository.objects.filter(pk=repo.pk).update(
+        last_polled_at=timezone.now(),
+        last_seen_commit=head.commit,
+        etag=head.etag,
+        last_error="",
+        consecutive_failures=0,
+        next_poll_after=None,
+    )
+
+
+def _record_failure(repo: Repository, message: str) -> None:
+    Repository.objects.filter(pk=repo.pk).update(
+        last_polled_at=timezone.now(),
+        last_error=message[:2000],
+        consecutive_failures=F("consecutive_failures") + 1,
+    )
+    repo.refresh_from_db(fields=["consecutive_failures"])
+    Repository.objects.filter(pk=repo.pk).update(next_poll_after=timezone.now() + repo.backoff())
+    metrics.record_poll(repo.key, ok=False)
+    log.warning("poll %s failed (%d in a row): %s", repo.key, repo.consecutive_failures, message)

@@ -1,0 +1,96 @@
+"""Deployment results reach the configured webhook URL, and a broken receiver never
+fails a deployment."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from syncworker.models import Deployment, NotificationTarget, Repository, Service
+from syncworker.pipeline.notify import notify
+
+pytestmark = pytest.mark.django_db
+
+
+class Receiver:
+    def __init__(self, status: int = 200) -> None:
+        self.bodies: list[dict[str, object]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook/SECRET-PATH"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def finished_deployment(status: str = Deployment.Status.SUCCEEDED, error: str = "") -> Deployment:
+    repo = Repository.objects.create(
+        key="n", provider="github", owner="acme", name="infra", url="https://github.com/acme/infra"
+    )
+    service = Service.objects.create(name="web", repository=repo, k8s_yaml_dir="web")
+    return Deployment.objects.create(
+        service=service, commit_sha="c0ffee" * 6 + "abcd", status=status, error=error
+    )
+
+
+def test_a_finished_deployment_is_posted_in_slack_compatible_form(receiver: Receiver) -> None:
+    NotificationTarget.objects.create(url=receiver.url)
+    deployment = finished_deployment(Deployment.Status.FAILED, error="ConfigMap x: invalid")
+
+    assert notify(deployment.pk) == 1
+
+    (body,) = receiver.bodies
+    assert str(body["text"]).startswith("GitOps deployment failed: web @ c0ffeec0ffee")
+    assert body["status"] == "failed"
+    assert body["repository"] == "acme/infra"
+    assert body["error"] == "ConfigMap x: invalid"
+
+
+def test_disabled_targets_and_unfinished_deployments_send_nothing(receiver: Receiver) -> None:
+    NotificationTarget.objects.create(url=receiver.url, enabled=False)
+    assert notify(finished_deployment().pk) == 0
+    NotificationTarget.objects.update(enabled=True)
+    queued = finished_deployment_queued()
+    assert notify(queued.pk) == 0
+    assert receiver.bodies == []
+
+
+def finished_deployment_queued() -> Deployment:
+    service = Service.objects.get(name="web")
+    return Deployment.objects.create(service=service, commit_sha="1" * 40)
+
+
+def test_an_unreachable_receiver_is_logged_without_its_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    NotificationTarget.objects.create(url="http://127.0.0.1:9/hook/SECRET-PATH")
+
+    assert notify(finished_deployment().pk) == 0
+
+    assert "notify 127.0.0.1" in caplog.text
+    assert "SECRET-PATH" not in caplog.text

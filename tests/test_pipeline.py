@@ -1,0 +1,239 @@
+"""The sync pipeline, stage by stage, against a real Git server: poll -> fetch/render ->
+apply (file applyer here; the kube-apiserver end to end is in test_pipeline_e2e.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from django_celery_beat.models import PeriodicTask
+
+from syncworker.models import AppliedObject, Cluster, Deployment, Repository, Service
+from syncworker.pipeline.deploying import apply_deployment
+from syncworker.pipeline.fetching import fetch_and_render
+from syncworker.pipeline.polling import poll_repository
+from syncworker.pipeline.redisconn import redis_client
+from tests.support.gitserver import GitHttpServer, WorkingCopy
+
+pytestmark = pytest.mark.django_db
+
+Status = Deployment.Status
+
+
+def configmap(name: str, value: str = "1") -> str:
+    return yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}}
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Cluster:
+    return Cluster.objects.create(
+        name="local",
+        applyer=Cluster.Applyer.FILE,
+        settings={"directory": str(tmp_path / "out")},
+        is_default=True,
+    )
+
+
+@pytest.fixture
+def monorepo(git_repo: WorkingCopy, cluster: Cluster) -> Repository:
+    git_repo.commit(
+        {
+            "apps/web/cm.yaml": configmap("web"),
+            "apps/api/cm.yaml": configmap("api"),
+            "apps/db/cm.yaml": configmap("db"),
+            "README.md": "docs",
+        }
+    )
+    repo = Repository.objects.create(
+        key="mono", provider=Repository.Provider.GIT, url=git_repo.url, branch="main"
+    )
+    for name in ("web", "api", "db"):
+        Service.objects.create(name=name, repository=repo, k8s_yaml_dir=f"apps/{name}")
+    return repo
+
+
+def run_queued(deployment_ids: list[int]) -> list[Deployment]:
+    """Do what the fetch and apply workers do, in queue order."""
+    for pk in deployment_ids:
+        fetch_and_render(pk)
+    for pk in deployment_ids:
+        apply_deployment(pk)
+    return list(Deployment.objects.filter(pk__in=deployment_ids).order_by("pk"))
+
+
+def test_first_poll_deploys_every_service_at_the_head(
+    monorepo: Repository, git_repo: WorkingCopy, tmp_path: Path
+) -> None:
+    result = poll_repository(monorepo.pk)
+
+    deployments = run_queued(result.deployments)
+    assert sorted(d.service.name for d in deployments) == ["api", "db", "web"]
+    assert {d.status for d in deployments} == {Status.SUCCEEDED}
+    head = git_repo._git("rev-parse", "HEAD")
+    assert {d.commit_sha for d in deployments} == {head}
+    written = yaml.safe_load((tmp_path / "out" / "web.yaml").read_text())
+    assert written["metadata"]["name"] == "web"
+    assert written["metadata"]["labels"]["simple-gitops.io/service"] == "web"
+    monorepo.refresh_from_db()
+    assert monorepo.last_seen_commit == head
+    assert monorepo.last_polled_at is not None
+
+
+def test_a_no_change_poll_makes_one_request_and_queues_nothing(
+    monorepo: Repository, git_server: GitHttpServer
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    git_server.reset_counters()
+
+    result = poll_repository(monorepo.pk)
+
+    assert result.deployments == []
+    assert len(git_server.requests) == 1
+    assert git_server.requests[0].bytes_out <= 2048
+
+
+def test_a_commit_touching_one_service_redeploys_only_that_service(
+    monorepo: Repository, git_repo: WorkingCopy
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    new_head = git_repo.commit({"apps/api/cm.yaml": configmap("api", "2"), "README.md": "more"})
+
+    result = poll_repository(monorepo.pk)
+
+    deployments = run_queued(result.deployments)
+    assert [(d.service.name, d.commit_sha, d.status) for d in deployments] == [
+        ("api", new_head, Status.SUCCEEDED)
+    ]
+
+
+def test_a_bad_bundle_fails_naming_the_file_and_applies_nothing(
+    monorepo: Repository, git_repo: WorkingCopy, tmp_path: Path
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    before = (tmp_path / "out" / "web.yaml").read_text()
+    git_repo.commit(
+        {
+            "apps/web/cm.yaml": configmap("web", "2"),
+            "apps/web/broken.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n",
+            "apps/api/cm.yaml": configmap("api", "2"),
+        }
+    )
+
+    deployments = run_queued(poll_repository(monorepo.pk).deployments)
+
+    by_name = {d.service.name: d for d in deployments}
+    assert by_name["web"].status == Status.FAILED
+    assert "apps/web/broken.yaml" in by_name["web"].error
+    assert "metadata.name" in by_name["web"].error
+    assert (tmp_path / "out" / "web.yaml").read_text() == before
+    assert by_name["api"].status == Status.SUCCEEDED
+
+
+def test_a_queued_deployment_overtaken_by_a_newer_one_is_superseded(
+    monorepo: Repository, git_repo: WorkingCopy
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    git_repo.commit({"apps/web/cm.yaml": configmap("web", "2")})
+    older = poll_repository(monorepo.pk).deployments
+    git_repo.commit({"apps/web/cm.yaml": configmap("web", "3")})
+    newer = poll_repository(monorepo.pk).deployments
+
+    first, second = run_queued(older + newer)
+
+    assert first.status == Status.SUPERSEDED
+    assert first.started_at is None
+    assert second.status == Status.SUCCEEDED
+
+
+def test_a_redelivered_apply_does_not_apply_twice(monorepo: Repository) -> None:
+    (deployment,) = run_queued(poll_repository(monorepo.pk).deployments[:1])
+    finished_at = deployment.finished_at
+
+    again = apply_deployment(deployment.pk)
+
+    assert again.skipped == "already finished"
+    deployment.refresh_from_db()
+    assert deployment.finished_at == finished_at
+
+
+def test_a_deployment_left_applying_by_a_crashed_worker_is_applied_again(
+    monorepo: Repository, tmp_path: Path
+) -> None:
+    (pk,) = poll_repository(monorepo.pk).deployments[:1]
+    fetch_and_render(pk)
+    Deployment.objects.filter(pk=pk).update(status=Status.APPLYING)
+
+    assert apply_deployment(pk).status == Status.SUCCEEDED
+    name = Deployment.objects.get(pk=pk).service.name
+    assert (tmp_path / "out" / f"{name}.yaml").exists()
+
+
+def test_an_apply_waits_for_the_cluster_lock_and_then_retries(
+    monorepo: Repository, cluster: Cluster, settings: object
+) -> None:
+    settings.GITOPS = {**settings.GITOPS, "APPLY_LOCK_WAIT": 1}  # type: ignore[attr-defined]
+    (pk,) = poll_repository(monorepo.pk).deployments[:1]
+    fetch_and_render(pk)
+    lock = redis_client().lock(f"gitops:apply-lock:{cluster.pk}", timeout=30)
+    assert lock.acquire()
+    try:
+        result = apply_deployment(pk)
+    finally:
+        lock.release()
+
+    assert result.transient and "busy" in result.error
+    assert Deployment.objects.get(pk=pk).status == Status.QUEUED
+    assert apply_deployment(pk).status == Status.SUCCEEDED
+
+
+def test_inventory_records_applied_objects_per_service(monorepo: Repository) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    rows = AppliedObject.objects.filter(service__name="web").values_list("kind", "name")
+    assert list(rows) == [("ConfigMap", "web")]
+
+
+def test_an_unreachable_repository_records_the_error_and_backs_off(cluster: Cluster) -> None:
+    repo = Repository.objects.create(
+        key="gone", provider=Repository.Provider.GIT, url="http://127.0.0.1:9/nothing.git"
+    )
+    Service.objects.create(name="x", repository=repo, k8s_yaml_dir="x")
+
+    result = poll_repository(repo.pk)
+
+    assert result.error and result.transient
+    repo.refresh_from_db()
+    assert repo.consecutive_failures == 1
+    assert repo.last_error
+    assert repo.next_poll_after is not None
+    assert poll_repository(repo.pk).skipped == "backing off after failures"
+
+
+def test_a_disabled_repository_is_not_polled(monorepo: Repository) -> None:
+    Repository.objects.filter(pk=monorepo.pk).update(enabled=False)
+    assert poll_repository(monorepo.pk).skipped == "repository disabled"
+
+
+def test_each_repository_has_a_beat_schedule_in_step_with_it(cluster: Cluster) -> None:
+    repo = Repository.objects.create(
+        key="sched", provider=Repository.Provider.GIT, url="file:///x.git", poll_interval=45
+    )
+    task = PeriodicTask.objects.get(name=f"gitops-poll:{repo.pk}")
+    assert (task.task, task.interval.every, task.enabled, task.queue) == (
+        "syncworker.poll_repository",
+        45,
+        True,
+        "poll",
+    )
+
+    repo.poll_interval = 90
+    repo.enabled = False
+    repo.save()
+    task.refresh_from_db()
+    assert (task.interval.every, task.enabled) == (90, False)
+
+    pk = repo.pk
+    repo.delete()
+    assert not PeriodicTask.objects.filter(name=f"gitops-poll:{pk}").exists()

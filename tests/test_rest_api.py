@@ -1,0 +1,178 @@
+"""The REST API: staff-only writes, write-only credentials, filters and actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from syncworker.models import Cluster, Deployment, Repository, Service
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "ghp_rest_never_shown"
+SECRET = "hook-rest-never-shown"
+
+
+@pytest.fixture
+def repo() -> Repository:
+    return Repository.objects.create(
+        key="infra",
+        provider="github",
+        owner="acme",
+        name="infra",
+        url="https://github.com/acme/infra",
+        token=TOKEN,
+        webhook_secret=SECRET,
+    )
+
+
+@pytest.fixture
+def service(repo: Repository) -> Service:
+    return Service.objects.create(name="web", repository=repo, k8s_yaml_dir="deploy/web")
+
+
+@pytest.fixture
+def staff() -> APIClient:
+    user = User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def non_staff() -> APIClient:
+    user = User.objects.create_user("dev", password="pw-dev-123456")
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def write_requests(repo: Repository, service: Service) -> list[tuple[str, str, dict[str, Any]]]:
+    cluster = Cluster.objects.create(name="c1")
+    deployment = Deployment.objects.create(service=service, commit_sha="a" * 40)
+    new_repo = {"key": "x", "provider": "git", "url": "https://git.example/x.git"}
+    return [
+        ("post", "/api/repositories/", new_repo),
+        ("patch", f"/api/repositories/{repo.pk}/", {"branch": "dev"}),
+        ("delete", f"/api/repositories/{repo.pk}/", {}),
+        ("post", f"/api/repositories/{repo.pk}/sync/", {}),
+        ("post", "/api/services/", {"name": "n", "repository": repo.pk, "k8s_yaml_dir": "n"}),
+        ("patch", f"/api/services/{service.pk}/", {"namespace": "x"}),
+        ("post", f"/api/services/{service.pk}/redeploy/", {}),
+        ("post", "/api/clusters/", {"name": "c2", "applyer": "file"}),
+        ("patch", f"/api/clusters/{cluster.pk}/", {"is_default": True}),
+        ("post", f"/api/deployments/{deployment.pk}/rollback/", {}),
+    ]
+
+
+def test_every_write_endpoint_refuses_anonymous_and_non_staff_callers(
+    repo: Repository, service: Service, non_staff: APIClient
+) -> None:
+    anonymous = APIClient()
+    for method, url, data in write_requests(repo, service):
+        assert getattr(anonymous, method)(url, data, format="json").status_code == 401, url
+        assert getattr(non_staff, method)(url, data, format="json").status_code == 403, url
+    assert Repository.objects.get(pk=repo.pk).branch == "main"
+
+
+def test_session_writes_need_a_csrf_token(repo: Repository) -> None:
+    User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
+    client = APIClient(enforce_csrf_checks=True)
+    client.login(username="ops", password="pw-ops-123456")
+    response = client.patch(f"/api/repositories/{repo.pk}/", {"branch": "dev"}, format="json")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["detail"]
+
+
+def test_credentials_are_write_only(staff: APIClient, repo: Repository) -> None:
+    listed = staff.get("/api/repositories/")
+    detail = staff.get(f"/api/repositories/{repo.pk}/")
+    for response in (listed, detail):
+        text = response.content.decode()
+        assert TOKEN not in text and SECRET not in text
+    assert detail.json()["has_token"] is True
+
+    staff.patch(f"/api/repositories/{repo.pk}/", {"branch": "dev"}, format="json")
+    repo.refresh_from_db()
+    assert (repo.branch, repo.token, repo.webhook_secret) == ("dev", TOKEN, SECRET)
+
+    staff.patch(f"/api/repositories/{repo.pk}/", {"token": "ghp_rotated"}, format="json")
+    repo.refresh_from_db()
+    assert repo.token == "ghp_rotated"
+
+
+def test_deployment_history_filters_by_service_status_and_time(
+    staff: APIClient, service: Service
+) -> None:
+    other = Service.objects.create(name="api", repository=service.repository, k8s_yaml_dir="a")
+    ok = Deployment.objects.create(service=service, commit_sha="1" * 40, status="succeeded")
+    Deployment.objects.create(service=service, commit_sha="2" * 40, status="failed")
+    Deployment.objects.create(service=other, commit_sha="3" * 40, status="succeeded")
+
+    by_name = staff.get("/api/deployments/", {"service": "web", "status": "succeeded"}).json()
+    assert [d["id"] for d in by_name["results"]] == [ok.pk]
+    assert by_name["results"][0]["service_name"] == "web"
+    assert staff.get("/api/deployments/", {"service": service.pk}).json()["count"] == 2
+    assert staff.get("/api/deployments/", {"since": "2999-01-01T00:00:00Z"}).json()["count"] == 0
+    bad = staff.get("/api/deployments/", {"status": "exploded"})
+    assert bad.status_code == 400 and "status" in bad.json()
+    assert staff.get("/api/deployments/", {"since": "yesterday"}).status_code == 400
+
+
+def test_rolling_back_queues_the_exact_bundle_of_a_successful_deployment(
+    staff: APIClient, service: Service
+) -> None:
+    good = Deployment.objects.create(
+        service=service,
+        commit_sha="1" * 40,
+        status="succeeded",
+        bundle="kind: X\n",
+        bundle_digest="d" * 64,
+        object_count=1,
+    )
+    failed = Deployment.objects.create(service=service, commit_sha="2" * 40, status="failed")
+
+    response = staff.post(f"/api/deployments/{good.pk}/rollback/")
+
+    assert response.status_code == 202
+    rollback = Deployment.objects.get(pk=response.json()["id"])
+    assert (rollback.trigger, rollback.rollback_of, rollback.bundle, rollback.status) == (
+        "rollback",
+        good,
+        "kind: X\n",
+        "queued",
+    )
+    assert staff.post(f"/api/deployments/{failed.pk}/rollback/").status_code == 409
+
+
+def test_a_service_directory_leaving_the_repository_is_refused(
+    staff: APIClient, repo: Repository
+) -> None:
+    response = staff.post(
+        "/api/services/",
+        {"name": "evil", "repository": repo.pk, "k8s_yaml_dir": "../../etc"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "k8s_yaml_dir" in response.json()
+
+
+def test_the_openapi_schema_is_served(staff: APIClient) -> None:
+    response = staff.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "/api/deployments/{id}/rollback/" in paths
+    assert "/api/repositories/{id}/sync/" in paths
+
+
+def test_lists_are_paginated(staff: APIClient, service: Service) -> None:
+    for i in range(60):
+        Deployment.objects.create(service=service, commit_sha=f"{i:040d}")
+    page = staff.get("/api/deployments/").json()
+    assert page["count"] == 60
+    assert len(page["results"]) == 50
+    assert page["next"]
