@@ -156,8 +156,13 @@ CELERY_TASK_ROUTES = {
     "syncworker.apply_deployment": {"queue": "apply"},
     "syncworker.notify_deployment": {"queue": "default"},
 }
-# A visibility timeout longer than the longest task, or Redis redelivers running tasks.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
+# How long before Redis hands an unacknowledged task (its worker died) to another worker.
+# Shorter than a task is safe here: tasks guard on the row's state and the cluster lock.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int(
+        "CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 300, minimum=1
+    )
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_SERIALIZER = "json"
@@ -174,6 +179,9 @@ GITOPS: dict[str, Any] = {
     "DOWNLOAD_BASE_URL": env_str("GITOPS_DOWNLOAD_BASE_URL") or "http://127.0.0.1:8000",
     # How long an apply waits for another apply to the same cluster before retrying.
     "APPLY_LOCK_WAIT": env_int("GITOPS_APPLY_LOCK_WAIT", 30, minimum=1),
+    # Lease of the per-cluster apply lock, renewed while an apply runs: how long a
+    # crashed apply worker keeps the cluster locked.
+    "APPLY_LOCK_TTL": env_int("GITOPS_APPLY_LOCK_TTL", 30, minimum=3),
 }
 
 LOG_LEVEL = (env_str("LOG_LEVEL") or "INFO").upper()

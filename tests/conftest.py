@@ -7,22 +7,16 @@ here, once per session.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from tests.support.gitserver import GitHttpServer, WorkingCopy
-from tests.support.procs import stop_process
+from tests.support.workers import WorkerProcess, start_worker
 
 pytest_plugins = ["tests.support.kube_fixtures", "tests.support.source_fixtures"]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,51 +63,14 @@ def _worker_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(
-    django_db_setup: None, django_db_blocker: pytest.FixtureRequest
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``celery worker`` process consuming every queue, on the test database."""
-    from gitops_site.celery import app
-
+def worker_database_url(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> str:
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
-        database_url = _worker_database_url()
-    log_path = ROOT / "var" / "test-worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DATABASE_URL": database_url}
-    name = f"test-{uuid.uuid4().hex[:6]}@%h"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "gitops_site",
-            "worker",
-            "-n",
-            name,
-            "-Q",
-            "default,poll,fetch,apply",
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=open(log_path, "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(60):
-            if proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited: {log_path.read_text()[-3000:]}")
-            if app.control.ping(timeout=0.5):
-                break
-        else:
-            raise RuntimeError(f"celery worker did not answer: {log_path.read_text()[-3000:]}")
-        yield proc
-    finally:
-        stop_process(proc, timeout=20)
+        return _worker_database_url()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(worker_database_url: str) -> Iterator[WorkerProcess]:
+    """A real ``celery worker`` process consuming every queue, on the test database."""
+    worker = start_worker(worker_database_url, queues="default,poll,fetch,apply")
+    yield worker
+    worker.stop()

@@ -1,31 +1,28 @@
-"""End to end through real processes: a commit pushed to the Git server, a poll task on
-a Celery worker process, fetch and apply tasks on the same broker, and the objects
-readable in the real kube-apiserver; then a commit that removes an object prunes it."""
+"""End to end through real processes: commits pushed to the Git server, poll, fetch and
+apply tasks on Celery worker processes over the Redis broker, and the objects read back
+from the real kube-apiserver."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client as k8s
 
-from syncworker.models import Cluster, Deployment, Repository, Service
+from gitops_site.celery import app
+from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
 from syncworker.tasks import poll_repository
 from tests.support.gitserver import WorkingCopy
+from tests.support.receiver import Receiver
+from tests.support.workers import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.kube, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for_deployments(service: Service, count: int, timeout: float = 60) -> list[Deployment]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = list(service.deployments.filter(status__in=Deployment.FINAL_STATES).order_by("pk"))
-        if len(done) >= count:
-            return done
-        time.sleep(0.2)
-    states = list(service.deployments.values_list("pk", "status", "error"))
-    raise AssertionError(f"deployments of {service.name} did not finish: {states}")
+Status = Deployment.Status
+# Short redelivery and lock lease, so a crash is recovered in seconds, not minutes.
+CRASH_RECOVERY_ENV = {"CELERY_VISIBILITY_TIMEOUT": "3", "GITOPS_APPLY_LOCK_TTL": "4"}
 
 
 def cm(name: str, namespace: str, value: str) -> str:
@@ -39,49 +36,241 @@ def cm(name: str, namespace: str, value: str) -> str:
     )
 
 
-def test_a_pushed_commit_is_applied_and_a_removed_object_is_pruned(
-    celery_worker_process: object,
-    kube_env: object,
-    kube_api_client: object,
+def many_cms(count: int, namespace: str, value: str) -> str:
+    return "---\n".join(cm(f"bulk-{i:04d}", namespace, value) for i in range(count))
+
+
+def finished(service: Service, count: int, timeout: float = 90) -> list[Deployment]:
+    """Wait until the service has ``count`` deployments in a final state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = list(service.deployments.filter(status__in=Deployment.FINAL_STATES).order_by("pk"))
+        if len(done) >= count:
+            return done
+        time.sleep(0.2)
+    states = list(service.deployments.values_list("pk", "status", "error"))
+    raise AssertionError(f"deployments of {service.name} did not finish: {states}")
+
+
+def sync(repo: Repository) -> None:
+    """What a push webhook does: poll at once, through the broker and a worker."""
+    poll_repository.delay(repo.pk, trigger="webhook").get(timeout=60)
+
+
+@pytest.fixture
+def cluster(kube_env: Any) -> Cluster:
+    return Cluster.objects.create(
+        name="test",
+        applyer=Cluster.Applyer.KUBERNETES,
+        settings={"kubeconfig": str(kube_env.kubeconfig)},
+        is_default=True,
+    )
+
+
+@pytest.fixture
+def core(kube_api_client: Any) -> k8s.CoreV1Api:
+    return k8s.CoreV1Api(kube_api_client)
+
+
+def make_repo(git_repo: WorkingCopy, *services: str) -> tuple[Repository, list[Service]]:
+    repo = Repository.objects.create(key="e2e", provider="git", url=git_repo.url)
+    rows = [
+        Service.objects.create(name=name, repository=repo, k8s_yaml_dir=f"deploy/{name}")
+        for name in services
+    ]
+    return repo, rows
+
+
+@pytest.fixture
+def apply_worker(
+    celery_worker_process: WorkerProcess, worker_database_url: str
+) -> Iterator[dict[str, WorkerProcess]]:
+    """A production-like split: the shared worker stops consuming ``apply``, and one
+    dedicated worker with a single process consumes it (and nothing else)."""
+    app.control.cancel_consumer("apply", destination=[celery_worker_process.name], reply=True)
+    env = CRASH_RECOVERY_ENV
+    workers = {"apply": start_worker(worker_database_url, queues="apply", concurrency=1, env=env)}
+    yield workers
+    workers["apply"].stop()
+    app.control.add_consumer("apply", destination=[celery_worker_process.name], reply=True)
+
+
+def test_a_commit_touching_one_service_deploys_only_it_and_prunes_what_left_git(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
     kube_namespace: str,
     git_repo: WorkingCopy,
 ) -> None:
-    Cluster.objects.create(
-        name="test",
-        applyer=Cluster.Applyer.KUBERNETES,
-        settings={"kubeconfig": str(kube_env.kubeconfig)},  # type: ignore[attr-defined]
-        is_default=True,
-    )
-    first = git_repo.commit(
+    ns = kube_namespace
+    git_repo.commit(
         {
-            "deploy/app/a.yaml": cm("alpha", kube_namespace, "1"),
-            "deploy/app/b.yaml": cm("beta", kube_namespace, "1"),
+            "deploy/app/a.yaml": cm("alpha", ns, "1"),
+            "deploy/app/b.yaml": cm("beta", ns, "1"),
+            "deploy/other/c.yaml": cm("gamma", ns, "1"),
         }
     )
-    repo = Repository.objects.create(key="e2e", provider="git", url=git_repo.url)
-    service = Service.objects.create(name="app", repository=repo, k8s_yaml_dir="deploy/app")
+    repo, (app_service, other) = make_repo(git_repo, "app", "other")
+    sync(repo)
+    finished(app_service, 1)
+    finished(other, 1)
+    core.create_namespaced_config_map(
+        ns, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="handmade"), data={"by": "hand"})
+    )
 
-    poll_repository.delay(repo.pk, trigger="webhook").get(timeout=60)
-    (deployment,) = wait_for_deployments(service, 1)
+    second = git_repo.commit(
+        {"deploy/app/a.yaml": cm("alpha", ns, "2"), "deploy/app/b.yaml": None, "README": "x"}
+    )
+    sync(repo)
+    latest = finished(app_service, 2)[-1]
 
-    assert (deployment.status, deployment.commit_sha) == (Deployment.Status.SUCCEEDED, first)
-    core = k8s.CoreV1Api(kube_api_client)
-    alpha = core.read_namespaced_config_map("alpha", kube_namespace)
-    assert alpha.data == {"value": "1"}
+    assert (latest.status, latest.commit_sha) == (Status.SUCCEEDED, second), latest.error
+    assert other.deployments.count() == 1
+    alpha = core.read_namespaced_config_map("alpha", ns)
+    assert alpha.data == {"value": "2"}
     meta = alpha.metadata
     assert meta is not None and meta.labels and meta.annotations
     assert meta.labels["simple-gitops.io/service"] == "app"
-    assert meta.annotations["simple-gitops.io/commit"] == first
-
-    second = git_repo.commit(
-        {"deploy/app/a.yaml": cm("alpha", kube_namespace, "2"), "deploy/app/b.yaml": None}
-    )
-    poll_repository.delay(repo.pk, trigger="webhook").get(timeout=60)
-    latest = wait_for_deployments(service, 2)[-1]
-
-    assert (latest.status, latest.commit_sha) == (Deployment.Status.SUCCEEDED, second), latest.error
-    assert core.read_namespaced_config_map("alpha", kube_namespace).data == {"value": "2"}
+    assert meta.labels["app.kubernetes.io/managed-by"] == "simple-gitops"
+    assert meta.annotations["simple-gitops.io/commit"] == second
     with pytest.raises(k8s.ApiException) as gone:
-        core.read_namespaced_config_map("beta", kube_namespace)
+        core.read_namespaced_config_map("beta", ns)
     assert gone.value.status == 404
     assert [o["name"] for o in latest.pruned_objects] == ["beta"]
+    assert core.read_namespaced_config_map("handmade", ns).data == {"by": "hand"}
+    assert core.read_namespaced_config_map("gamma", ns).data == {"value": "1"}
+
+
+def test_broken_yaml_fails_naming_the_file_and_leaves_the_cluster_as_it_was(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    ns = kube_namespace
+    git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "1")})
+    repo, (service,) = make_repo(git_repo, "app")
+    sync(repo)
+    finished(service, 1)
+
+    git_repo.commit(
+        {
+            "deploy/app/a.yaml": cm("alpha", ns, "2"),
+            "deploy/app/bad.yaml": cm("ok", ns, "1")
+            + "---\nkind: ConfigMap\nmetadata: {name: x}\n",
+        }
+    )
+    sync(repo)
+    failed = finished(service, 2)[-1]
+
+    assert failed.status == Status.FAILED
+    assert "deploy/app/bad.yaml" in failed.error and "document 2" in failed.error
+    assert "apiVersion" in failed.error
+    assert core.read_namespaced_config_map("alpha", ns).data == {"value": "1"}
+    names = [i.metadata.name for i in core.list_namespaced_config_map(ns).items if i.metadata]
+    assert "ok" not in names
+
+
+def test_three_quick_commits_end_at_the_last_without_inverting_the_order(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    ns = kube_namespace
+    git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "0")})
+    repo, (service,) = make_repo(git_repo, "app")
+    sync(repo)
+    finished(service, 1)
+
+    last = ""
+    for value in ("1", "2", "3"):
+        last = git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, value)})
+        poll_repository.delay(repo.pk, trigger="webhook")
+    deadline = time.monotonic() + 90
+    while not service.deployments.filter(commit_sha=last, status__in=Deployment.FINAL_STATES):
+        assert time.monotonic() < deadline, list(service.deployments.values("status"))
+        time.sleep(0.2)
+    time.sleep(1)  # let anything still queued reach its final state
+    history = list(service.deployments.order_by("pk"))
+
+    assert core.read_namespaced_config_map("alpha", ns).data == {"value": "3"}
+    assert history[-1].commit_sha == last and history[-1].status == Status.SUCCEEDED
+    assert {d.status for d in history} <= {Status.SUCCEEDED, Status.SUPERSEDED}
+    applied = [d for d in history if d.status == Status.SUCCEEDED]
+    # Applied in the order they were queued: finishing times follow the ids.
+    assert [d.finished_at for d in applied] == sorted(d.finished_at for d in applied)  # type: ignore[type-var]
+    assert all(d.started_at is None for d in history if d.status == Status.SUPERSEDED)
+
+
+def test_an_apply_worker_killed_mid_apply_is_redelivered_and_completes_once(
+    apply_worker: dict[str, WorkerProcess],
+    worker_database_url: str,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    ns = kube_namespace
+    git_repo.commit({"deploy/app/all.yaml": many_cms(400, ns, "1")})
+    repo, (service,) = make_repo(git_repo, "app")
+    sync(repo)
+
+    deadline = time.monotonic() + 60
+    while not service.deployments.filter(status=Status.APPLYING).exists():
+        assert time.monotonic() < deadline, list(service.deployments.values("status"))
+        time.sleep(0.02)
+    apply_worker["apply"].kill()
+    interrupted = service.deployments.get()
+    assert interrupted.status == Status.APPLYING
+    apply_worker["apply"] = start_worker(
+        worker_database_url, queues="apply", concurrency=1, env=CRASH_RECOVERY_ENV
+    )
+
+    (done,) = finished(service, 1, timeout=120)
+
+    assert done.pk == interrupted.pk and done.status == Status.SUCCEEDED, done.error
+    assert service.deployments.count() == 1
+    assert done.object_count == 400
+    names = {i.metadata.name for i in core.list_namespaced_config_map(ns).items if i.metadata}
+    assert {f"bulk-{i:04d}" for i in range(400)} <= names
+
+
+def test_notifications_report_success_and_failure_and_a_hanging_receiver_stalls_nothing(
+    apply_worker: dict[str, WorkerProcess],
+    cluster: Cluster,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    listening, hanging = Receiver(), Receiver(delay=30)
+    try:
+        NotificationTarget.objects.create(url=listening.url)
+        NotificationTarget.objects.create(url=hanging.url)
+        git_repo.commit({"deploy/app/a.yaml": cm("alpha", kube_namespace, "1")})
+        repo, (service,) = make_repo(git_repo, "app")
+        sync(repo)
+        first = finished(service, 1)[0]
+        git_repo.commit({"deploy/app/a.yaml": "kind: [unclosed\n"})
+        sync(repo)
+        second = finished(service, 2, timeout=20)[-1]
+
+        # The second deployment finished while the first notification still hung.
+        assert (first.status, second.status) == (Status.SUCCEEDED, Status.FAILED)
+        assert second.finished_at - first.finished_at < timedelta_seconds(10)  # type: ignore[operator]
+        deadline = time.monotonic() + 60
+        while len(listening.bodies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        statuses = sorted(str(b["status"]) for b in listening.bodies)
+        assert statuses == ["failed", "succeeded"]
+        assert any("GitOps deployment failed: app" in str(b["text"]) for b in listening.bodies)
+    finally:
+        listening.close()
+        hanging.close()
+
+
+def timedelta_seconds(seconds: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from redis.lock import Lock
 
 from syncworker.applyers import applyer_for
 from syncworker.applyers.base import Applyer, ObjectRef, TransientApplyError
@@ -63,21 +64,37 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
         result.status = Status.FAILED
         return result
 
+    # A short lease kept alive while we work: a worker that dies (SIGKILL, lost node)
+    # frees the cluster within the lease, and the redelivered task can go on.
     lock = redis_client().lock(
         f"gitops:apply-lock:{cluster.pk}",
-        timeout=settings.CELERY_TASK_TIME_LIMIT + 60,
+        timeout=settings.GITOPS["APPLY_LOCK_TTL"],
         blocking_timeout=settings.GITOPS["APPLY_LOCK_WAIT"],
+        thread_local=False,
     )
     if not lock.acquire():
         result.transient, result.error = True, f"cluster {cluster.name} is busy"
         return result
+    stop = threading.Event()
+    keeper = threading.Thread(target=_keep_lock, args=(lock, stop), daemon=True)
+    keeper.start()
     try:
         return _apply_locked(deployment_id, cluster, result)
     finally:
+        stop.set()
+        keeper.join()
         try:
             lock.release()
         except redis.exceptions.LockError:
             log.warning("apply lock of cluster %s expired before release", cluster.name)
+
+
+def _keep_lock(lock: Lock, stop: threading.Event) -> None:
+    while not stop.wait(settings.GITOPS["APPLY_LOCK_TTL"] / 3):
+        try:
+            lock.reacquire()
+        except redis.exceptions.RedisError as exc:
+            log.warning("could not extend the apply lock: %s", exc)
 
 
 def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> ApplyResult:

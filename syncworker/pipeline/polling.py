@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -86,7 +87,7 @@ def poll_repository(
         if services and (head.changed or never_deployed or force or not repo.last_seen_commit):
             trees = source.tree_ids(head.commit, [normalize_dir(s.k8s_yaml_dir) for s in services])
     except SourceError as exc:
-        _record_failure(repo, str(exc))
+        _record_failure(repo, str(exc), retry_after=exc.retry_after)
         result.error, result.transient, result.retry_after = (
             str(exc),
             exc.transient,
@@ -140,13 +141,15 @@ def _record_success(repo: Repository, head: Head) -> None:
     )
 
 
-def _record_failure(repo: Repository, message: str) -> None:
+def _record_failure(repo: Repository, message: str, *, retry_after: float | None) -> None:
     Repository.objects.filter(pk=repo.pk).update(
         last_polled_at=timezone.now(),
         last_error=message[:2000],
         consecutive_failures=F("consecutive_failures") + 1,
     )
     repo.refresh_from_db(fields=["consecutive_failures"])
-    Repository.objects.filter(pk=repo.pk).update(next_poll_after=timezone.now() + repo.backoff())
+    # The host's own hint (rate-limit reset, Retry-After) wins when it asks for longer.
+    delay = max(repo.backoff(), timedelta(seconds=retry_after or 0))
+    Repository.objects.filter(pk=repo.pk).update(next_poll_after=timezone.now() + delay)
     metrics.record_poll(repo.key, ok=False)
     log.warning("poll %s failed (%d in a row): %s", repo.key, repo.consecutive_failures, message)

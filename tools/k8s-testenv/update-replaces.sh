@@ -41,15 +41,20 @@ if [[ ${#staging[@]} -eq 0 ]]; then
 	exit 1
 fi
 
-# Drop the replaces of an earlier run, then write the new ones.
+# Drop the replaces of an earlier run, then write the new ones as one block at the end.
 for old in $(go mod edit -json | sed -n 's#^[[:space:]]*"Path": "\(k8s\.io/[^"]*\)"$#\1#p' | sort -u); do
-	go mod edit -dropreplace="$old" 2>/dev/null || true
+	go mod edit -dropreplace="$old"
 done
-args=()
-for m in "${staging[@]}"; do
-	args+=("-replace=${m}=${m}@${STAGING_VERSION}")
-done
-go mod edit "${args[@]}" -require="k8s.io/kubernetes@${K8S_VERSION}"
+{
+	echo
+	echo "// Staging modules of k8s.io/kubernetes@${K8S_VERSION}, from ./update-replaces.sh."
+	echo "replace ("
+	for m in "${staging[@]}"; do
+		printf '\t%s => %s %s\n' "$m" "$m" "$STAGING_VERSION"
+	done
+	echo ")"
+} >>go.mod
+go mod edit -fmt -require="k8s.io/kubernetes@${K8S_VERSION}"
 echo "$K8S_VERSION" >K8S_VERSION
 
 echo "update-replaces.sh: ${#staging[@]} staging modules replaced at ${STAGING_VERSION}" >&2
