@@ -12,66 +12,20 @@ from typing import Any
 import yaml
 
 from syncworker.applyers.base import SERVICE_LABEL
-
-try:
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
-
-
-class _ManifestLoader(_SafeLoader):
-    """SafeLoader that keeps timestamps as the strings they were written as.
-
-    PyYAML would turn ``2024-01-01`` into a date, which JSON cannot carry; kubectl keeps it
-    a string, and so do we.
-    """
-
-
-_ManifestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
-}
+from syncworker.render.kinds import (
+    BUILTIN_GROUPS,
+    CLUSTER_SCOPED_KINDS,
+    CRD_GROUP,
+    CRD_KIND,
+    group_of,
+)
+from syncworker.yamlload import ManifestLoader
 
 NAMESPACE, CRD, CLUSTER_SCOPED, BASICS, REST, CUSTOM = range(6)
 PHASE_NAMES = ("namespaces", "crds", "cluster-scoped", "basics", "rest", "custom resources")
 
-CRD_KIND = "CustomResourceDefinition"
-
-# Built-in kinds that are not namespaced; anything else built in is.
-_CLUSTER_SCOPED_KINDS = frozenset(
-    {
-        "APIService",
-        "CertificateSigningRequest",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "ClusterTrustBundle",
-        "CSIDriver",
-        "CSINode",
-        "DeviceClass",
-        "FlowSchema",
-        "IngressClass",
-        "IPAddress",
-        "MutatingAdmissionPolicy",
-        "MutatingAdmissionPolicyBinding",
-        "MutatingWebhookConfiguration",
-        "Node",
-        "PersistentVolume",
-        "PriorityClass",
-        "PriorityLevelConfiguration",
-        "RuntimeClass",
-        "ServiceCIDR",
-        "StorageClass",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-        "ValidatingWebhookConfiguration",
-        "VolumeAttachment",
-        "VolumeAttributesClass",
-    }
-)
 # What pods of the same bundle refer to by name: in place before the workloads.
 _BASIC_KINDS = frozenset({"ServiceAccount", "Secret", "ConfigMap", "LimitRange", "ResourceQuota"})
-# API groups served by Kubernetes itself; any other group is a custom resource.
-_BUILTIN_GROUPS = frozenset({"", "apps", "batch", "autoscaling", "policy", "extensions", "core"})
 
 
 def load_objects(yaml_content: str) -> list[dict[str, Any]]:
@@ -82,7 +36,7 @@ def load_objects(yaml_content: str) -> list[dict[str, Any]]:
     """
     objects: list[dict[str, Any]] = []
     try:
-        documents = list(yaml.load_all(yaml_content, Loader=_ManifestLoader))
+        documents = list(yaml.load_all(yaml_content, Loader=ManifestLoader))
     except yaml.YAMLError as exc:
         raise ValueError(f"the bundle is not valid YAML: {exc}") from exc
     for index, doc in enumerate(documents, start=1):
@@ -112,24 +66,19 @@ def _check(obj: object, index: int) -> None:
         raise ValueError(f"document {index} ({obj['kind']}) has no metadata.name")
 
 
-def group_of(api_version: str) -> str:
-    return api_version.rpartition("/")[0]
-
-
 def is_builtin(api_version: str) -> bool:
-    group = group_of(api_version)
-    return group in _BUILTIN_GROUPS or group.endswith(".k8s.io")
+    return group_of(api_version) in BUILTIN_GROUPS
 
 
 def phase_of(api_version: str, kind: str) -> int:
     """The dependency phase of a kind: objects of a phase may be applied all at once."""
     if kind == "Namespace" and group_of(api_version) == "":
         return NAMESPACE
-    if kind == CRD_KIND and group_of(api_version) == "apiextensions.k8s.io":
+    if kind == CRD_KIND and group_of(api_version) == CRD_GROUP:
         return CRD
     if not is_builtin(api_version):
         return CUSTOM
-    if kind in _CLUSTER_SCOPED_KINDS:
+    if kind in CLUSTER_SCOPED_KINDS:
         return CLUSTER_SCOPED
     if kind in _BASIC_KINDS:
         return BASICS

@@ -32,11 +32,7 @@ from syncworker.config.fields import (
     web_url_from_api,
     yaml_dir,
 )
-
-try:
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # PyYAML built without libyaml: same behaviour, only slower
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+from syncworker.yamlload import StrictLoader
 
 DEFAULT_BRANCH = "main"
 DEFAULT_POLL_INTERVAL = 60
@@ -126,26 +122,7 @@ class GitopsConfig:
     webhook_url: str | None = field(default=None, repr=False)
 
 
-class _Loader(_SafeLoader):
-    """The safe loader, refusing duplicate keys instead of silently keeping the last one
-    (two ``github_configs`` entries with one key would otherwise lose one unnoticed)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _value in node.value:
-            # Merge keys (<<) may legitimately be overridden, so only own scalars count.
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                continue
-            ident = (key_node.tag, key_node.value)
-            if ident in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key_node.value!r}",
-                    key_node.start_mark,
-                )
-            seen.add(ident)
-        return super().construct_mapping(node, deep=deep)
+_Loader = StrictLoader
 
 
 def load_config_file(path: str | Path) -> GitopsConfig:

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
 from syncworker.render.base import Document, field_path, type_name
 from syncworker.sources.base import SourceFile, UnsafePathError, normalize_dir
-
-try:
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # PyYAML built without libyaml: same results, only slower
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+from syncworker.yamlload import ManifestLoader
 
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIX = ".json"
@@ -39,37 +35,8 @@ MAX_DEPTH = 100
 MAX_VALUES_PER_FILE = 1024 * 1024
 
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-_DROPPED_RESOLVERS = (
-    "tag:yaml.org,2002:timestamp",  # Kubernetes keeps 2024-01-01 a string
-    "tag:yaml.org,2002:value",  # a bare "=" is a string, not an error
-)
-
-
-class Loader(_SafeLoader):
-    """PyYAML's safe (C) loader, reading values the way Kubernetes does."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        # PyYAML keeps the last of duplicate keys; kubectl refuses them, and a silently
-        # dropped second "env:" is a bug nobody finds.
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key_node.value!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED_RESOLVERS]
-    for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
-}
+# PyYAML's C loader, reading values the way Kubernetes does (see syncworker.yamlload).
+Loader = ManifestLoader
 
 
 def select_files(files: Sequence[SourceFile], base_dir: str) -> list[SourceFile]:
