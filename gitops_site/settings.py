@@ -172,6 +172,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 GITOPS: dict[str, Any] = {
     "CONFIG_FILE": env_str("GITOPS_CONFIG_FILE"),
     "ARTIFACTS_ROOT": env_path("GITOPS_ARTIFACTS_ROOT", VAR_DIR / "artifacts"),
+    # URL prefix of an nginx internal location serving ARTIFACTS_ROOT (X-Accel-Redirect).
+    "ARTIFACTS_ACCEL_REDIRECT": env_str("GITOPS_ARTIFACTS_ACCEL_REDIRECT") or "",
     "RENDER_DIR": env_path("GITOPS_RENDER_DIR", VAR_DIR / "rendered"),
     "WORKSPACE": env_path("GITOPS_WORKSPACE", VAR_DIR / "workspace"),
     "STATUS_API_PUBLIC": env_bool("GITOPS_STATUS_API_PUBLIC", True),

@@ -7,4 +7,8 @@ class SyncworkerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from syncworker import signals  # noqa: F401 - connects the receivers
+        from django.db.models.signals import post_migrate
+
+        from syncworker import signals
+
+        post_migrate.connect(signals.schedule_sweep, sender=self)

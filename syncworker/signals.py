@@ -8,7 +8,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from syncworker.models import Repository
-from syncworker.pipeline.schedules import remove_schedule, sync_schedule
+from syncworker.pipeline.schedules import ensure_sweep_schedule, remove_schedule, sync_schedule
 
 # Saves that touch only poll state (last commit, errors) leave the schedule alone.
 SCHEDULE_FIELDS = frozenset({"poll_interval", "enabled", "key", "owner", "name", "branch"})
@@ -25,3 +25,8 @@ def repository_saved(sender: type[Repository], instance: Repository, **kwargs: A
 @receiver(post_delete, sender=Repository, dispatch_uid="syncworker.repository_unschedule")
 def repository_deleted(sender: type[Repository], instance: Repository, **kwargs: Any) -> None:
     remove_schedule(instance.pk)
+
+
+def schedule_sweep(**kwargs: Any) -> None:
+    """After migrate: make sure beat runs the stuck-deployment sweep."""
+    ensure_sweep_schedule()

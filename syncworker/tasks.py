@@ -15,7 +15,7 @@ import socket
 from celery import Task, shared_task
 
 from syncworker.models import Repository
-from syncworker.pipeline import deploying, fetching, notify, polling
+from syncworker.pipeline import deploying, fetching, notify, polling, recovery
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 8
@@ -84,3 +84,8 @@ def apply_deployment(self: Task, deployment_id: int) -> dict[str, object]:
 @shared_task(name="syncworker.notify_deployment", acks_late=True)
 def notify_deployment(deployment_id: int) -> int:
     return notify.notify(deployment_id)
+
+
+@shared_task(name="syncworker.requeue_stuck", acks_late=True)
+def requeue_stuck() -> list[int]:
+    return recovery.requeue_stuck()

@@ -237,3 +237,28 @@ def test_each_repository_has_a_beat_schedule_in_step_with_it(cluster: Cluster) -
     pk = repo.pk
     repo.delete()
     assert not PeriodicTask.objects.filter(name=f"gitops-poll:{pk}").exists()
+
+
+def test_the_sweep_requeues_deployments_whose_task_was_lost(monorepo: Repository) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from syncworker.pipeline.recovery import requeue_stuck
+
+    web, api, db = poll_repository(monorepo.pk).deployments
+    fetch_and_render(api)
+    long_ago = timezone.now() - timedelta(hours=1)
+    Deployment.objects.filter(pk__in=[web, api]).update(queued_at=long_ago)
+    Deployment.objects.filter(pk=db).update(status=Status.APPLYING, started_at=long_ago)
+
+    assert requeue_stuck() == [web, api, db]
+    assert requeue_stuck(older_than=timedelta(days=1)) == []
+    for pk in (web, api):
+        fetch_and_render(pk)
+    fetch_and_render(db)  # applying already: the fetch guard leaves it alone
+    assert apply_deployment(db).skipped == "not rendered yet"
+
+
+def test_migrate_schedules_the_stuck_deployment_sweep() -> None:
+    assert PeriodicTask.objects.get(name="gitops-requeue-stuck").task == "syncworker.requeue_stuck"

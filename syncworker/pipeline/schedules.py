@@ -49,3 +49,23 @@ def sync_schedule(repository: Repository) -> PeriodicTask:
 
 def remove_schedule(repository_pk: int) -> None:
     PeriodicTask.objects.filter(name=f"gitops-poll:{repository_pk}").delete()
+
+
+SWEEP_NAME = "gitops-requeue-stuck"
+
+
+def ensure_sweep_schedule() -> None:
+    """The once-a-minute sweep for deployments whose task message was lost."""
+    every_minute, _ = IntervalSchedule.objects.get_or_create(
+        every=60, period=IntervalSchedule.SECONDS
+    )
+    PeriodicTask.objects.get_or_create(
+        name=SWEEP_NAME,
+        defaults={
+            "task": "syncworker.requeue_stuck",
+            "interval": every_minute,
+            "queue": "default",
+            "expire_seconds": 60,
+            "description": "Re-queue deployments whose task message was lost",
+        },
+    )
