@@ -118,6 +118,10 @@ STORAGES = {
     },
 }
 
+# Serve the admin's assets straight from the installed apps when collectstatic has not
+# run (a fresh checkout, tests); collected files win when they exist.
+WHITENOISE_USE_FINDERS = True
+
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_PROXY_SSL_HEADER = (

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("give a command to run after --")
 
+    scratch = tempfile.TemporaryDirectory(prefix="gitops-static-")
     redis = RedisServer().start()
     postgres = None if args.sqlite else PostgresServer().start()
     try:
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         # Request threads of the live server must not keep connections open, or the test
         # database cannot be dropped at the end.
         env["DATABASE_CONN_MAX_AGE"] = "0"
+        # Served from the apps' static folders (WhiteNoise finders); no collectstatic.
+        env["STATIC_ROOT"] = scratch.name
         env.pop("DJANGO_DEBUG", None)
         if postgres is not None:
             env["DATABASE_URL"] = postgres.url
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if postgres is not None:
             postgres.stop()
         redis.stop()
+        scratch.cleanup()
 
 
 if __name__ == "__main__":
