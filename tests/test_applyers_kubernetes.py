@@ -7,6 +7,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from syncworker.applyers import applied
+from syncworker.applyers.applied import key_of, list_live
 from syncworker.applyers.base import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -22,7 +25,7 @@ from syncworker.applyers.base import (
     ObjectRef,
     TransientApplyError,
 )
-from syncworker.applyers.kubeapi import KubeApi
+from syncworker.applyers.kubeapi import KubeApi, Resource
 from syncworker.applyers.kubernetes import KubernetesApplyer
 from tests.support.kubeenv import KubeTestEnv, pinned_version
 
@@ -163,7 +166,7 @@ def test_a_bundle_in_any_order_is_applied_with_crds_before_their_custom_resource
         "serverside-applied"
     )
     assert f"widget.{app.group}/w1 serverside-applied" == lines[-2]
-    assert lines[-1].startswith("6 objects applied in ")
+    assert lines[-1].startswith("6 objects applied, 0 unchanged in ")
     config = app.read(kube_api_client, "configmap")
     assert config["data"] == {"greeting": "hello", "released": "2024-01-01"}
     assert config["metadata"]["labels"] == labels()
@@ -296,10 +299,12 @@ def test_prune_deletes_only_objects_labelled_for_the_service(
         ObjectRef("v1", "ConfigMap", ns, name)
         for name in ("ours", "unlabelled", "theirs", "already-gone")
     ]
+    assert applyer.remembered.get(key_of(refs[0])) is not None
 
     result = applyer.prune(refs, service="web")
 
     assert result.ok, result.output
+    assert applyer.remembered.get(key_of(refs[0])) is None
     assert result.pruned == [refs[0], refs[3]]
     with pytest.raises(ApiException) as gone:
         core.read_namespaced_config_map("ours", ns)
@@ -360,11 +365,396 @@ def test_two_hundred_objects_are_applied_concurrently(
     ok, output = applyer.apply(to_yaml(objects))
 
     assert ok, output
-    assert output.splitlines()[-1].startswith("200 objects applied in ")
+    assert output.splitlines()[-1].startswith("200 objects applied, 0 unchanged in ")
     assert 1 < most <= applyer.max_workers
     listed = kube_get(kube_api_client, f"/api/v1/namespaces/{kube_namespace}/configmaps")
     names = sorted(item["metadata"]["name"] for item in listed["items"])
     assert names == [f"cm-{i:03}" for i in range(200)]
+
+
+@dataclass(frozen=True)
+class Sent:
+    method: str
+    path: str
+    query: dict[str, str]
+    accept: str
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
+    """Every request the applyers make, recorded by hooking our own ``KubeApi.request``."""
+    log: list[Sent] = []
+    request = KubeApi.request
+
+    def recording(self: KubeApi, method: str, path: str, **kwargs: Any) -> Any:
+        query, accept = kwargs.get("query") or {}, kwargs.get("accept", "application/json")
+        log.append(Sent(method, path, dict(query), accept))  # list.append is thread-safe
+        return request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(KubeApi, "request", recording)
+    return log
+
+
+PLURALS = {"Namespace": "namespaces", "ConfigMap": "configmaps", "Secret": "secrets",
+           "Service": "services", "Deployment": "deployments"}  # fmt: skip
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    """The API path of an object of the kinds ``service_objects`` uses."""
+    meta, root = obj["metadata"], "api" if obj["apiVersion"] == "v1" else "apis"
+    where = f"/namespaces/{meta['namespace']}" if "namespace" in meta else ""
+    return f"/{root}/{obj['apiVersion']}{where}/{PLURALS[obj['kind']]}/{meta['name']}"
+
+
+def display(obj: dict[str, Any]) -> str:
+    group = obj["apiVersion"].rpartition("/")[0]
+    return f"{obj['kind'].lower()}{'.' + group if group else ''}/{obj['metadata']['name']}"
+
+
+def service_objects(namespace: str) -> list[dict[str, Any]]:
+    """One service spread over two namespaces: 12 objects of 7 (resource, namespace) pairs."""
+    lab, app = labels(), {"app": "web"}
+    objects: list[dict[str, Any]] = []
+    for ns in (namespace, f"{namespace}-b"):
+        objects += [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": lab}},
+            *({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": f"settings-{i}", "namespace": ns, "labels": lab},
+               "data": {"greeting": "hello", "index": str(i)}} for i in range(3)),
+            {"apiVersion": "v1", "kind": "Secret",
+             "metadata": {"name": "token", "namespace": ns, "labels": lab},
+             "stringData": {"token": "s3cret"}},
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "web", "namespace": ns, "labels": lab},
+             "spec": {"selector": app, "ports": [{"port": 80}]}},
+            {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": "web", "namespace": ns, "labels": lab},
+             "spec": {"replicas": 1, "selector": {"matchLabels": app},
+                      "template": {"metadata": {"labels": app},
+                                   "spec": {"containers": [{"name": "web",
+                                                            "image": "nginx:1.27"}]}}}},
+        ]  # fmt: skip
+    return objects[:-2]  # the second namespace without its Service and Deployment
+
+
+def live_versions(api_client: client.ApiClient, objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """path -> (resourceVersion, uid) of every object, None for those not there."""
+    versions: dict[str, Any] = {}
+    for obj in objects:
+        found = kube_get(api_client, object_path(obj))
+        meta = found["metadata"] if found else None
+        versions[object_path(obj)] = (meta["resourceVersion"], meta["uid"]) if meta else None
+    return versions
+
+
+def outcome(output: str) -> list[str]:
+    """The object lines of an apply (not its summary), sorted."""
+    return sorted(output.splitlines()[:-1])
+
+
+def expected(objects: list[dict[str, Any]], *applied: dict[str, Any]) -> list[str]:
+    """The sorted lines of an apply that applied ``applied`` and found the rest unchanged."""
+    return sorted(
+        f"{display(obj)} {'serverside-applied' if obj in applied else 'unchanged'}"
+        for obj in objects
+    )
+
+
+def patched(sent: list[Sent]) -> list[str]:
+    return sorted(s.path for s in sent if s.method == "PATCH")
+
+
+@pytest.mark.kube
+def test_a_resync_of_an_unchanged_bundle_patches_nothing_and_lists_once_per_kind_and_ns(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    kube_api_client: client.ApiClient,
+    sent: list[Sent],
+) -> None:
+    objects = service_objects(kube_namespace)
+    ok, output = applyer.apply(to_yaml(objects))
+    assert ok, output
+    assert outcome(output) == expected(objects, *objects)
+    before = live_versions(kube_api_client, objects)
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert ok, output
+    assert outcome(output) == expected(objects)
+    assert output.splitlines()[-1].startswith(f"0 objects applied, {len(objects)} unchanged in ")
+    assert patched(sent) == []
+    assert live_versions(kube_api_client, objects) == before
+    # One metadata-only LIST by our labels per (resource, namespace), nothing else.
+    pairs = {object_path(obj).rsplit("/", 1)[0] for obj in objects}
+    assert len(pairs) == 7
+    assert len(sent) <= len(pairs) + 1
+    assert {s.path for s in sent} == pairs
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{SERVICE_LABEL}=web"
+    for request in sent:
+        assert request.method == "GET"
+        assert request.query == {"labelSelector": selector, "limit": "500"}
+        assert "as=PartialObjectMetadataList" in request.accept
+
+
+@pytest.mark.kube
+def test_a_field_changed_by_hand_is_taken_back_by_the_next_resync(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    kube_api_client: client.ApiClient,
+    sent: list[Sent],
+) -> None:
+    objects = service_objects(kube_namespace)
+    assert applyer.apply(to_yaml(objects))[0]
+    core = client.CoreV1Api(kube_api_client)
+    core.patch_namespaced_config_map(
+        "settings-1", kube_namespace, {"data": {"greeting": "hacked"}}, field_manager="kubectl-edit"
+    )
+    assert kube_get(kube_api_client, object_path(objects[2]))["data"]["greeting"] == "hacked"
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert ok, output
+    assert outcome(output) == expected(objects, objects[2])
+    assert patched(sent) == [object_path(objects[2])]
+    assert kube_get(kube_api_client, object_path(objects[2]))["data"]["greeting"] == "hello"
+    # Our apply bumped the resourceVersion once more; that one is remembered.
+    sent.clear()
+    ok, output = applyer.apply(to_yaml(objects))
+    assert ok, output
+    assert patched(sent) == []
+
+
+@pytest.mark.kube
+def test_an_object_deleted_by_hand_is_created_again(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    kube_api_client: client.ApiClient,
+    sent: list[Sent],
+) -> None:
+    objects = service_objects(kube_namespace)
+    assert applyer.apply(to_yaml(objects))[0]
+    secret = objects[-1]  # the Secret of the second namespace
+    before = live_versions(kube_api_client, [secret])[object_path(secret)]
+    client.CoreV1Api(kube_api_client).delete_namespaced_secret("token", f"{kube_namespace}-b")
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert ok, output
+    assert outcome(output) == expected(objects, secret)
+    assert patched(sent) == [object_path(secret)]
+    after = live_versions(kube_api_client, [secret])[object_path(secret)]
+    assert after is not None and after[1] != before[1]
+
+
+@pytest.mark.kube
+def test_a_changed_object_of_the_bundle_is_applied_and_the_others_skipped(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    kube_api_client: client.ApiClient,
+    sent: list[Sent],
+) -> None:
+    objects = service_objects(kube_namespace)
+    assert applyer.apply(to_yaml(objects))[0]
+    before = live_versions(kube_api_client, objects)
+    deployment = objects[6]
+    assert deployment["kind"] == "Deployment"
+    deployment["spec"]["replicas"] = 3
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert ok, output
+    assert outcome(output) == expected(objects, deployment)
+    assert output.splitlines()[-1].startswith(f"1 objects applied, {len(objects) - 1} unchanged")
+    assert patched(sent) == [object_path(deployment)]
+    after = live_versions(kube_api_client, objects)
+    assert after[object_path(deployment)] != before[object_path(deployment)]
+    assert {p: v for p, v in after.items() if p != object_path(deployment)} == {
+        p: v for p, v in before.items() if p != object_path(deployment)
+    }
+    assert kube_get(kube_api_client, object_path(deployment))["spec"]["replicas"] == 3
+
+
+@pytest.mark.kube
+def test_with_verify_unchanged_off_every_object_is_patched_every_time(
+    kube_env: KubeTestEnv, kube_namespace: str, sent: list[Sent]
+) -> None:
+    applyer = KubernetesApplyer(kubeconfig=str(kube_env.kubeconfig), verify_unchanged=False)
+    objects = service_objects(kube_namespace)
+    try:
+        assert applyer.apply(to_yaml(objects))[0]
+        sent.clear()
+
+        ok, output = applyer.apply(to_yaml(objects))
+    finally:
+        applyer.close()
+
+    assert ok, output
+    assert outcome(output) == expected(objects, *objects)
+    assert patched(sent) == sorted(map(object_path, objects))
+    assert [s for s in sent if s.method != "PATCH"] == []
+    assert len(applyer.remembered) == 0
+
+
+@pytest.mark.kube
+def test_unchanged_objects_are_listed_page_by_page(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    sent: list[Sent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(applied, "LIST_PAGE_SIZE", 4)
+    objects = [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": f"cm-{i:02}", "namespace": kube_namespace, "labels": labels()},
+         "data": {"index": str(i)}}
+        for i in range(10)
+    ]  # fmt: skip
+    assert applyer.apply(to_yaml(objects))[0]
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert ok, output
+    assert outcome(output) == expected(objects)
+    assert [s.method for s in sent] == ["GET"] * 3  # 4 + 4 + 2
+    assert [s.query["limit"] for s in sent] == ["4"] * 3
+    assert "continue" not in sent[0].query
+    assert sent[1].query["continue"] and sent[2].query["continue"]
+
+
+@pytest.mark.kube
+def test_a_failed_patch_forgets_what_was_applied_before(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    kube_api_client: client.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = service_objects(kube_namespace)
+    assert applyer.apply(to_yaml(objects))[0]
+    key = key_of(ObjectRef.of(objects[1]))
+    assert applyer.remembered.get(key) is not None
+    client.CoreV1Api(kube_api_client).patch_namespaced_config_map(
+        "settings-0", kube_namespace, {"data": {"greeting": "hacked"}}, field_manager="kubectl-edit"
+    )
+    request = KubeApi.request
+
+    def failing_patches(self: KubeApi, method: str, path: str, **kwargs: Any) -> Any:
+        if method == "PATCH":
+            raise TransientApplyError(f"{path}: the server went away")
+        return request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(KubeApi, "request", failing_patches)
+
+    with pytest.raises(TransientApplyError, match="went away"):
+        applyer.apply(to_yaml(objects))
+
+    assert applyer.remembered.get(key) is None
+    assert applyer.remembered.get(key_of(ObjectRef.of(objects[2]))) is not None
+
+
+def test_a_server_that_refuses_metadata_lists_is_listed_in_full(tmp_path: Path) -> None:
+    """The kube-apiserver converts any list to metadata; an aggregated API server may not.
+    A loopback server answers 406 to the metadata Accept header, and pages plain lists."""
+    seen: list[tuple[str, str]] = []
+
+    class Picky(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            accept = self.headers.get("Accept", "")
+            seen.append((self.path, accept))
+            if "PartialObjectMetadataList" in accept:
+                self.reply(406, {"kind": "Status", "message": "only application/json"})
+            elif "continue=" not in self.path:
+                self.reply(200, {"kind": "WidgetList", "metadata": {"continue": "page2"},
+                                 "items": [item("a", "1"), item("b", "2")]})  # fmt: skip
+            else:
+                self.reply(200, {"kind": "WidgetList", "metadata": {}, "items": [item("c", "3")]})
+
+        def reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    def item(name: str, version: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "resourceVersion": version, "uid": f"uid-{name}"},
+                "spec": {"size": 1}}  # fmt: skip
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Picky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_port}"
+    api = KubeApi(configuration, timeout=5)
+    widgets = Resource("example.com/v1", "Widget", "widgets", namespaced=True)
+    try:
+        listing = list_live(api, widgets, "shop", "a=b")
+    finally:
+        api.close()
+        server.shutdown()
+        server.server_close()
+
+    assert listing.problem is None
+    assert listing.live == {"a": ("1", "uid-a"), "b": ("2", "uid-b"), "c": ("3", "uid-c")}
+    assert [accept for _, accept in seen] == [applied.METADATA_LIST_ACCEPT] + [
+        "application/json"
+    ] * 2
+    assert (
+        seen[0][0] == "/apis/example.com/v1/namespaces/shop/widgets?labelSelector=a%3Db&limit=500"
+    )
+    assert seen[2][0].endswith("&continue=page2")
+
+
+def test_the_memory_of_applied_objects_is_bounded_least_recently_applied_first() -> None:
+    memory = applied.AppliedObjects(max_entries=3)
+    keys = [("", "ConfigMap", "ns", f"cm-{i}") for i in range(4)]
+    for key in keys[:3]:
+        memory.remember(key, applied.Applied(b"d", "1", "u"))
+    memory.remember(keys[0], applied.Applied(b"d", "2", "u"))  # applied again: newest now
+
+    memory.remember(keys[3], applied.Applied(b"d", "1", "u"))
+
+    assert len(memory) == 3
+    assert memory.get(keys[1]) is None
+    assert [memory.get(key) is not None for key in (keys[0], keys[2], keys[3])] == [True] * 3
+
+
+def test_parsed_bundles_are_reused_and_bounded_by_object_count() -> None:
+    bundles = applied.ParsedBundles(max_objects=3)
+    one = to_yaml([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}])
+    two = to_yaml([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}}
+                   for n in ("b", "c")])  # fmt: skip
+
+    first = bundles.manifests(one)
+    assert bundles.manifests(one) is first
+    bundles.manifests(two)
+    assert len(bundles) == 2
+    bundles.manifests(to_yaml([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}]))
+
+    assert len(bundles) == 2  # the least recently used bundle made room
+    assert bundles.manifests(one) is not first
+    with pytest.raises(ValueError, match=r"no metadata\.name"):
+        bundles.manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")
+
+
+def test_yaml_keys_json_cannot_sort_are_sent_and_values_it_cannot_carry_refused() -> None:
+    applyer = KubernetesApplyer()  # never connects: a bundle is read before anything is sent
+    ports = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tcp}\ndata: {8080: web, a: b}\n"
+    binary = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bin}\ndata: {x: !!binary aGk=}"
+
+    (manifest,) = applyer.parsed.manifests(ports)
+    ok, output = applyer.apply(binary)
+
+    assert json.loads(manifest.body)["data"] == {"8080": "web", "a": "b"}
+    assert not ok
+    assert output.startswith("invalid bundle: ConfigMap bin cannot be sent as JSON: ")
 
 
 def test_throttling_is_a_transient_error_carrying_retry_after(tmp_path: Path) -> None:

@@ -33,6 +33,14 @@ def test_kubernetes_applyer_is_built_from_the_cluster_settings() -> None:
     assert isinstance(applyer, KubernetesApplyer)
     assert applyer.kubeconfig == str(Path.home() / "kc")
     assert (applyer.context, applyer.max_workers) == ("ops", 4)
+    assert applyer.verify_unchanged is True
+
+
+def test_kubernetes_applyer_can_be_told_to_patch_unchanged_objects_too() -> None:
+    applyer = applyer_for(cluster("kubernetes", {"verify_unchanged": False}))
+
+    assert isinstance(applyer, KubernetesApplyer)
+    assert applyer.verify_unchanged is False
 
 
 def test_kubectl_applyer_defaults_to_kubectl_on_path() -> None:
@@ -70,6 +78,9 @@ def test_file_applyer_writes_to_the_render_dir_unless_told_otherwise(
     [
         ("kubernetes", {"max_workers": "eight"}, "'max_workers' must be a number"),
         ("kubernetes", {"max_workers": 0}, "'max_workers' must be a number of at least 1"),
+        ("kubernetes", {"verify_unchanged": "no"}, "'verify_unchanged' must be true or false"),
+        ("kubernetes", {"verify_unchanged": 0}, "'verify_unchanged' must be true or false"),
+        ("kubernetes", {"verify_unchaged": False}, "unknown setting(s) 'verify_unchaged'"),
         ("kubectl", {"kubeconfig": 42}, "'kubeconfig' must be a string"),
         ("file", {"dir": "/tmp/x"}, "unknown setting(s) 'dir'"),
         ("helm", {}, "unknown applyer 'helm'"),

@@ -63,6 +63,13 @@ class Settings:
             raise self.error(f"setting {key!r} must be a number of at least {minimum}")
         return float(value)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        self.read.add(key)
+        value = self.values.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(f"setting {key!r} must be true or false")
+        return value
+
     def check_unknown(self) -> None:
         """A misspelt key is an error rather than a silently ignored setting."""
         unknown = sorted(set(self.values) - self.read)
@@ -84,6 +91,8 @@ def _kubernetes(s: Settings) -> Applyer:
         max_workers=int(s.number("max_workers", 8, minimum=1)),
         timeout=s.number("timeout", 30, minimum=1),
         crd_timeout=s.number("crd_timeout", 60, minimum=1),
+        # Off: every re-sync PATCHes every object, as if nothing had been applied before.
+        verify_unchanged=s.boolean("verify_unchanged", True),
     )
 
 

@@ -218,9 +218,13 @@ class Resource:
         root = "apis" if "/" in self.api_version else "api"
         return f"/{root}/{self.api_version}"
 
-    def path(self, namespace: str, name: str) -> str:
+    def collection(self, namespace: str) -> str:
+        """The list path: of ``namespace`` for a namespaced kind, else of the cluster."""
         where = f"/namespaces/{quote(namespace, safe='')}" if self.namespaced else ""
-        return f"{self.prefix}{where}/{self.plural}/{quote(name, safe='')}"
+        return f"{self.prefix}{where}/{self.plural}"
+
+    def path(self, namespace: str, name: str) -> str:
+        return f"{self.collection(namespace)}/{quote(name, safe='')}"
 
     def display(self, name: str) -> str:
         """``deployment.apps/web``, as kubectl names objects in its output."""

@@ -4,17 +4,33 @@ Objects are applied phase by phase (namespaces, CRDs, cluster-scoped, basics, th
 custom resources); the objects of one phase do not depend on each other, so they are
 sent concurrently by a bounded thread pool. Prune deletes only objects that still carry
 our labels for the service, newest dependents first.
+
+A re-sync of an unchanged bundle is cheap: the applyer remembers what it last applied to
+each object (see :mod:`syncworker.applyers.applied`), and an object whose body has not
+changed is skipped, as ``unchanged``, when one labelled LIST per kind and namespace shows
+that nobody wrote to it since. Drift made by hand bumps the resourceVersion, so the
+object is applied again and the drift corrected.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from syncworker.applyers.applied import (
+    MAX_REMEMBERED,
+    Applied,
+    AppliedObjects,
+    Key,
+    Listing,
+    Manifest,
+    ParsedBundles,
+    key_of,
+    list_live,
+)
 from syncworker.applyers.base import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
@@ -30,9 +46,10 @@ from syncworker.applyers.kubeapi import (
     KubeApi,
     KubeConfigError,
     Resource,
+    Response,
     load_configuration,
 )
-from syncworker.applyers.manifests import CRD, CUSTOM, load_objects, phase_of, phases
+from syncworker.applyers.manifests import CRD, CUSTOM, group_of, load_objects, phase_of
 
 APPLY_QUERY = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict"}
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -58,6 +75,31 @@ class _Target:
         return self.resource.display(self.ref.name)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One object to apply: where it goes, and what is sent."""
+
+    target: _Target
+    manifest: Manifest
+
+    @property
+    def key(self) -> Key:
+        return key_of(self.target.ref)
+
+
+@dataclass
+class _Progress:
+    """What an apply did so far; ``lines`` (applied and unchanged) keep the bundle order."""
+
+    errors: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    applied: int = 0
+    unchanged: int = 0
+
+    def counts(self) -> str:
+        return f"{self.applied} objects applied, {self.unchanged} unchanged"
+
+
 class KubernetesApplyer(Applyer):
     can_prune = True
 
@@ -70,6 +112,8 @@ class KubernetesApplyer(Applyer):
         max_workers: int = 8,
         timeout: float = 30.0,
         crd_timeout: float = 60.0,
+        verify_unchanged: bool = True,
+        max_remembered: int = MAX_REMEMBERED,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -78,6 +122,11 @@ class KubernetesApplyer(Applyer):
         self.max_workers = max_workers
         self.timeout = timeout
         self.crd_timeout = crd_timeout
+        self.verify_unchanged = verify_unchanged
+        # Kept across close(): every entry is checked against the server before it is
+        # trusted, so it cannot go stale in a way that matters.
+        self.remembered = AppliedObjects(max_remembered)
+        self.parsed = ParsedBundles()
         self._namespace = namespace
         self._api: KubeApi | None = None
         self._discovery: Discovery | None = None
@@ -109,30 +158,36 @@ class KubernetesApplyer(Applyer):
 
     def apply(self, yaml_content: str) -> tuple[bool, str]:
         try:
-            objects = load_objects(yaml_content)
+            if self.verify_unchanged:
+                objects = self.parsed.manifests(yaml_content)
+            else:
+                objects = tuple(map(Manifest.of, load_objects(yaml_content)))
         except ValueError as exc:
             return False, f"invalid bundle: {exc}"
         if not objects:
             return True, "nothing to apply: the bundle has no objects"
         started = time.monotonic()
-        applied: list[str] = []
-        errors: list[str] = []
+        done = _Progress()
         try:
             api, discovery, namespace = self._connect()
             with ThreadPoolExecutor(self.max_workers, thread_name_prefix="kube-apply") as pool:
-                self._apply_phases(pool, api, discovery, namespace, objects, applied, errors)
+                self._apply_phases(pool, api, discovery, namespace, objects, done)
         except TransientApplyError as exc:
             raise TransientApplyError(
-                f"{exc} ({len(applied)} of {len(objects)} objects applied in earlier phases)",
+                f"{exc} ({done.applied} of {len(objects)} objects applied, "
+                f"{done.unchanged} unchanged, in earlier phases)",
                 retry_after=exc.retry_after,
             ) from exc
         except KubeConfigError as exc:
-            errors.append(str(exc))
+            done.errors.append(str(exc))
         seconds = time.monotonic() - started
-        if errors:
-            summary = f"failed: {len(applied)} of {len(objects)} objects applied in {seconds:.1f}s"
-            return False, "\n".join([*errors, *applied, summary])
-        return True, "\n".join([*applied, f"{len(applied)} objects applied in {seconds:.1f}s"])
+        if done.errors:
+            summary = (
+                f"failed: {done.applied} of {len(objects)} objects applied, "
+                f"{done.unchanged} unchanged in {seconds:.1f}s"
+            )
+            return False, "\n".join([*done.errors, *done.lines, summary])
+        return True, "\n".join([*done.lines, f"{done.counts()} in {seconds:.1f}s"])
 
     def _apply_phases(
         self,
@@ -140,46 +195,114 @@ class KubernetesApplyer(Applyer):
         api: KubeApi,
         discovery: Discovery,
         namespace: str,
-        objects: Sequence[dict[str, Any]],
-        applied: list[str],
-        errors: list[str],
+        objects: Sequence[Manifest],
+        done: _Progress,
     ) -> None:
-        """Phase after phase, each phase's objects at once; stops after a failing phase."""
+        """Phase after phase, each phase's objects at once; stops after a failing phase.
+
+        Unchanged objects of a phase are found just before the phase is applied, so the
+        LISTs see what the earlier phases did (and the custom resources' kinds are known).
+        """
         locate = _Locator(discovery, namespace)
-        crds: list[dict[str, Any]] = []
-        for phase, batch in phases(objects):
+        crds: list[_Job] = []
+        by_phase: dict[int, list[Manifest]] = {}
+        for manifest in objects:
+            by_phase.setdefault(manifest.phase, []).append(manifest)
+        for phase, batch in sorted(by_phase.items()):
             if phase == CUSTOM and crds:
-                errors += self._await_crds(api, discovery, crds)
-                if errors:
+                crd_objects = [job.manifest.object() for job in crds]
+                done.errors += self._await_crds(api, discovery, crd_objects)
+                if done.errors:
+                    for job in crds:  # so that the next attempt applies and awaits them again
+                        self.remembered.forget(job.key)
                     return
-            jobs: list[tuple[_Target, dict[str, Any]]] = []
-            for obj in batch:
-                target = locate(ObjectRef.of(obj))
+            jobs: list[_Job] = []
+            for manifest in batch:
+                target = locate(manifest.ref)
                 if isinstance(target, str):
-                    errors.append(target)
+                    done.errors.append(target)
                 else:
-                    jobs.append((target, obj))
-            outcomes = _run_all(pool, lambda job: self._apply_one(api, *job), jobs)
-            for (_, obj), (ok, line) in zip(jobs, outcomes, strict=True):
-                (applied if ok else errors).append(line)
-                if ok and phase == CRD:
-                    crds.append(obj)
-            if errors:  # later phases may depend on what failed
+                    jobs.append(_Job(target, manifest))
+            unchanged = self._unchanged(pool, api, jobs, done.lines)
+            todo = [job for i, job in enumerate(jobs) if i not in unchanged]
+            outcomes = iter(_run_all(pool, lambda job: self._apply_one(api, job), todo))
+            for i, job in enumerate(jobs):
+                if i in unchanged:
+                    done.lines.append(f"{job.target.display} unchanged")
+                    done.unchanged += 1
+                    continue
+                ok, line = next(outcomes)
+                if ok:
+                    done.lines.append(line)
+                    done.applied += 1
+                    # Only these are awaited: an unchanged CRD was awaited by the apply that
+                    # is remembered (a failed wait forgets it).
+                    if phase == CRD:
+                        crds.append(job)
+                else:
+                    done.errors.append(line)
+            if done.errors:  # later phases may depend on what failed
                 return
 
-    def _apply_one(self, api: KubeApi, target: _Target, obj: dict[str, Any]) -> tuple[bool, str]:
+    def _unchanged(
+        self, pool: ThreadPoolExecutor, api: KubeApi, jobs: Sequence[_Job], notes: list[str]
+    ) -> set[int]:
+        """Indexes of the jobs whose body is the one we last applied and whose object
+        nobody wrote to since: one paginated LIST per kind, namespace and service."""
+        if not self.verify_unchanged:
+            return set()
+        groups: dict[tuple[Resource, str, str], list[tuple[int, Applied]]] = {}
+        for i, job in enumerate(jobs):
+            manifest = job.manifest
+            last = self.remembered.get(job.key)
+            if last is None or last.digest != manifest.digest or manifest.selector is None:
+                continue
+            group = (job.target.resource, job.target.ref.namespace, manifest.selector)
+            groups.setdefault(group, []).append((i, last))
+        if not groups:
+            return set()
+        listed: list[Listing] = _run_all(pool, lambda group: list_live(api, *group), list(groups))
+        unchanged: set[int] = set()
+        for (group, members), listing in zip(groups.items(), listed, strict=True):
+            if listing.problem:
+                notes.append(
+                    f"{_collection(*group[:2])}: cannot list to find unchanged objects, "
+                    f"applying them: {listing.problem}"
+                )
+            for i, last in members:
+                if listing.live.get(jobs[i].target.ref.name) == (last.resource_version, last.uid):
+                    unchanged.add(i)
+        return unchanged
+
+    def _apply_one(self, api: KubeApi, job: _Job) -> tuple[bool, str]:
+        target = job.target
+        # Forgotten until the server confirms the apply: after a failure (or an exception)
+        # we cannot know what is on the cluster.
+        self.remembered.forget(job.key)
         response = api.request(
             "PATCH",
             target.path,
             query=APPLY_QUERY,
-            body=json.dumps(obj, separators=(",", ":")),
+            body=job.manifest.body,
             content_type=APPLY_CONTENT_TYPE,
         )
         if response.status in (200, 201):
+            if self.verify_unchanged:
+                self._remember(job, response)
             return True, f"{target.display} serverside-applied"
         if response.status == 409:  # a write raced ours; the next attempt sees the new state
             raise TransientApplyError(f"{target.ref}: {response.message()}")
         return False, f"{target.ref}: {response.message()}"
+
+    def _remember(self, job: _Job, response: Response) -> None:
+        try:
+            answer = response.json()
+        except ValueError:  # nothing to go by: the object is applied again next time
+            return
+        meta = (answer.get("metadata") if isinstance(answer, dict) else None) or {}
+        version, uid = meta.get("resourceVersion"), meta.get("uid")
+        if isinstance(version, str) and version and isinstance(uid, str) and uid:
+            self.remembered.remember(job.key, Applied(job.manifest.digest, version, uid))
 
     def _await_crds(
         self, api: KubeApi, discovery: Discovery, crds: Sequence[dict[str, Any]]
@@ -237,6 +360,10 @@ class KubernetesApplyer(Applyer):
                     targets: list[_Target] = []
                     for ref in batch:
                         target = locate(ref)
+                        # Whatever prune decides, what we last applied no longer stands.
+                        self.remembered.forget(
+                            key_of(ref if isinstance(target, str) else target.ref)
+                        )
                         if isinstance(target, str):  # its kind is gone, and the object with it
                             lines.append(f"{ref} already gone (kind no longer served)")
                             pruned.append(ref)
@@ -271,6 +398,13 @@ class _Locator:
             return f"{ref}: the server does not serve kind {ref.kind} in {ref.api_version}"
         namespace = (ref.namespace or self._namespace) if resource.namespaced else ""
         return _Target(ObjectRef(ref.api_version, ref.kind, namespace, ref.name), resource)
+
+
+def _collection(resource: Resource, namespace: str) -> str:
+    """``configmaps in shop``, ``widgets.example.com``: a LIST, as a person reads it."""
+    group = group_of(resource.api_version)
+    where = f" in {namespace}" if namespace else ""
+    return f"{resource.plural}{'.' + group if group else ''}{where}"
 
 
 def _prune_one(api: KubeApi, target: _Target, service: str) -> tuple[str, str]:
