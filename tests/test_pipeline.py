@@ -262,3 +262,15 @@ def test_the_sweep_requeues_deployments_whose_task_was_lost(monorepo: Repository
 
 def test_migrate_schedules_the_stuck_deployment_sweep() -> None:
     assert PeriodicTask.objects.get(name="gitops-requeue-stuck").task == "syncworker.requeue_stuck"
+
+
+def test_a_tree_already_queued_is_not_queued_again_even_if_the_head_looks_new(
+    monorepo: Repository,
+) -> None:
+    first = poll_repository(monorepo.pk).deployments
+    # A second poll that believes the head moved (its state was lost) finds every tree
+    # already queued, before any of them was even rendered.
+    Repository.objects.filter(pk=monorepo.pk).update(last_seen_commit="", etag="")
+
+    assert poll_repository(monorepo.pk).deployments == []
+    assert Deployment.objects.count() == len(first) == 3

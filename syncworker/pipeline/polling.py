@@ -97,14 +97,17 @@ def poll_repository(
 
     result.commit, result.changed = head.commit, head.changed
     with transaction.atomic():
+        # Serialise with a concurrent poll of the same repository (beat and a webhook at
+        # once), and re-read what was queued meanwhile, so a tree is queued only once.
+        Repository.objects.select_for_update().filter(pk=repo.pk).first()
         _record_success(repo, head)
-        for service in services:
-            tree = trees.get(normalize_dir(service.k8s_yaml_dir), "")
-            if not trees or tree is None:
-                if trees and tree is None:
-                    log.warning(
-                        "%s: %s missing at %s", service.name, service.k8s_yaml_dir, head.commit[:12]
-                    )
+        for service in services_with_last_tree(repo, service_ids) if trees else []:
+            directory = normalize_dir(service.k8s_yaml_dir)
+            if directory not in trees:
+                continue  # enabled after the trees were read: the next poll has it
+            tree = trees[directory]
+            if tree is None:
+                log.warning("%s: %s missing at %s", service.name, directory, head.commit[:12])
                 continue
             if not force and tree == service.last_tree:  # type: ignore[attr-defined]
                 continue
