@@ -181,6 +181,8 @@ GITOPS: dict[str, Any] = {
     "RENDER_DIR": env_path("GITOPS_RENDER_DIR", VAR_DIR / "rendered"),
     "WORKSPACE": env_path("GITOPS_WORKSPACE", VAR_DIR / "workspace"),
     "STATUS_API_PUBLIC": env_bool("GITOPS_STATUS_API_PUBLIC", True),
+    # How long one process reuses a rendered /v1/gitops/repos answer (0: never).
+    "STATUS_CACHE_SECONDS": env_int("GITOPS_STATUS_CACHE_SECONDS", 2, minimum=0),
     # Base URL pods of stateless services download init.sh and app.tar.gz from.
     "DOWNLOAD_BASE_URL": env_str("GITOPS_DOWNLOAD_BASE_URL") or "http://127.0.0.1:8000",
     # How long an apply waits for another apply to the same cluster before retrying.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet
 
-from syncworker.models import Deployment, Repository, Service
+from syncworker.models import Repository, Service
 
 
 def iso_utc(moment: datetime | None) -> str:
@@ -16,24 +16,24 @@ def iso_utc(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def repositories_with_last_deployment() -> QuerySet[Repository]:
-    """Enabled repositories, each with its enabled services prefetched and annotated
-    with its newest successful deployment: two queries whatever their number."""
-    newest = Deployment.objects.filter(
-        service__repository=OuterRef("pk"), status=Deployment.Status.SUCCEEDED
-    ).order_by("-finished_at", "-pk")
+def repositories_with_services() -> QuerySet[Repository]:
+    """Enabled repositories with their enabled services prefetched (name and what was
+    last applied): two plain queries whatever their number, no per-row subquery."""
+    services = Service.objects.filter(enabled=True).only(
+        "name", "repository_id", "last_applied_at", "last_applied_commit"
+    )
     return (
         Repository.objects.filter(enabled=True)
-        .annotate(
-            last_deploy_time=Subquery(newest.values("finished_at")[:1]),
-            last_commit_id=Subquery(newest.values("commit_sha")[:1]),
-        )
-        .prefetch_related(
-            Prefetch(
-                "services",
-                queryset=Service.objects.filter(enabled=True).only("name", "repository_id"),
-                to_attr="enabled_services",
-            )
-        )
+        .only("key", "owner", "name", "url", "branch")
+        .prefetch_related(Prefetch("services", queryset=services, to_attr="enabled_services"))
         .order_by("key")
     )
+
+
+def last_deployment(services: list[Service]) -> tuple[datetime | None, str]:
+    """When the newest successful deployment among ``services`` finished, and its commit."""
+    deployed = [s for s in services if s.last_applied_at is not None]
+    if not deployed:
+        return None, ""
+    newest = max(deployed, key=lambda s: (s.last_applied_at, s.pk))
+    return newest.last_applied_at, newest.last_applied_commit

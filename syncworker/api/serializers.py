@@ -8,7 +8,6 @@ from typing import Any
 from rest_framework import serializers
 
 from syncworker.models import Cluster, Deployment, Repository, Service
-from syncworker.selectors import iso_utc
 
 
 class RepositorySerializer(serializers.ModelSerializer):
@@ -138,6 +137,3 @@ class ActionResultSerializer(serializers.Serializer):
 
     def to_representation(self, instance: Any) -> Any:
         return instance
-
-
-__all__ = ["iso_utc"]

@@ -140,6 +140,7 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
         ok, output, pruned, stale = False, str(exc), [], []
 
     status = Status.SUCCEEDED if ok else Status.FAILED
+    finished_at = timezone.now()
     with transaction.atomic():
         kept = set(desired) | (set(stale) - set(pruned))
         if ok:
@@ -147,14 +148,14 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
             type(service).objects.filter(pk=service.pk).update(
                 last_applied_commit=deployment.commit_sha,
                 last_applied_tree=deployment.tree_sha,
-                last_applied_at=timezone.now(),
+                last_applied_at=finished_at,
             )
         Deployment.objects.filter(pk=deployment.pk).update(
             status=status,
             output=output[-100_000:],
             error="" if ok else _first_lines(output),
             pruned_objects=inventory.refs_to_json(pruned),
-            finished_at=timezone.now(),
+            finished_at=finished_at,
         )
         finish(deployment.pk)
     result.status = status
