@@ -172,13 +172,23 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
-# The app's own settings, under one namespace with defaults in syncworker/conf.py.
+# The app's own settings, under one namespace; each default is here, documented in the README.
 GITOPS: dict[str, Any] = {
     "CONFIG_FILE": env_str("GITOPS_CONFIG_FILE"),
     "ARTIFACTS_ROOT": env_path("GITOPS_ARTIFACTS_ROOT", VAR_DIR / "artifacts"),
     # URL prefix of an nginx internal location serving ARTIFACTS_ROOT (X-Accel-Redirect).
     "ARTIFACTS_ACCEL_REDIRECT": env_str("GITOPS_ARTIFACTS_ACCEL_REDIRECT") or "",
     "RENDER_DIR": env_path("GITOPS_RENDER_DIR", VAR_DIR / "rendered"),
+    # Where a `file` applyer may write: its directory must be this or under it.
+    "FILE_APPLYER_ROOT": env_path(
+        "GITOPS_FILE_APPLYER_ROOT", env_path("GITOPS_RENDER_DIR", VAR_DIR / "rendered")
+    ),
+    # file:// repositories are refused unless the operator names the directory they live in.
+    "FILE_REPOSITORY_ROOT": (
+        env_path("GITOPS_FILE_REPOSITORY_ROOT", Path("/"))
+        if env_str("GITOPS_FILE_REPOSITORY_ROOT")
+        else None
+    ),
     "WORKSPACE": env_path("GITOPS_WORKSPACE", VAR_DIR / "workspace"),
     "STATUS_API_PUBLIC": env_bool("GITOPS_STATUS_API_PUBLIC", True),
     # How long one process reuses a rendered /v1/gitops/repos answer (0: never).

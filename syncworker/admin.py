@@ -214,13 +214,14 @@ class DeploymentAdmin(admin.ModelAdmin):
         "id",
         "service",
         "status_badge",
+        "reason",
         "commit_short",
         "trigger",
         "queued_at",
         "duration_display",
         "error_short",
     )
-    list_filter = ("status", "trigger", "service", "cluster")
+    list_filter = ("status", "reason", "trigger", "service", "cluster")
     search_fields = ("service__name", "commit_sha", "error")
     date_hierarchy = "queued_at"
     list_select_related = ("service",)

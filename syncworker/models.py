@@ -7,11 +7,39 @@ write-only in the admin and the API and never part of ``__str__`` or ``repr``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
-from django.core.validators import MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
+
+from syncworker import rules
+
+
+@deconstructible
+class Rule:
+    """A model-field validator that applies one function of ``syncworker.rules`` (named,
+    so migrations can refer to it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, value: str) -> None:
+        check: Callable[[str], str] = getattr(rules, self.name)
+        try:
+            check(value)
+        except rules.RuleError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
 
 class Cluster(models.Model):
@@ -21,7 +49,7 @@ class Cluster(models.Model):
         NOKUBE = "nokube", "nokube CLI"
         FILE = "file", "Write rendered YAML to a directory"
 
-    name = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[Rule("key")])
     applyer = models.CharField(max_length=20, choices=Applyer.choices, default=Applyer.FILE)
     # Applyer settings: kubeconfig/context, directory, nokube_download_url, ...
     settings = models.JSONField(default=dict, blank=True)
@@ -45,24 +73,49 @@ class Cluster(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.applyer})"
 
+    def clean(self) -> None:
+        # The applyer registry is the one reader of the settings: what it cannot build
+        # from them (a string instead of a mapping, an unknown key, a directory outside
+        # GITOPS_FILE_APPLYER_ROOT) is refused here, not at the first deployment.
+        from syncworker.applyers import ApplyerSettingsError, applyer_for
+
+        try:
+            applyer_for(self)
+        except ApplyerSettingsError as exc:
+            raise ValidationError({"settings": str(exc)}) from None
+
 
 class Repository(models.Model):
     class Provider(models.TextChoices):
         GITHUB = "github", "GitHub REST API"
         GIT = "git", "Git (smart HTTP or file)"
 
-    key = models.SlugField(max_length=100, unique=True, help_text="The github_configs key.")
-    provider = models.CharField(max_length=10, choices=Provider.choices)
-    owner = models.CharField(max_length=100, blank=True)
-    name = models.CharField(max_length=100, blank=True)
-    url = models.CharField(max_length=500, help_text="Clone URL or web URL of the repository.")
-    api_url = models.URLField(
-        max_length=500, blank=True, help_text="GitHub API root (GitHub Enterprise)."
+    key = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[Rule("key")],
+        help_text="The github_configs key.",
     )
-    branch = models.CharField(max_length=255, default="main")
+    provider = models.CharField(max_length=10, choices=Provider.choices)
+    owner = models.CharField(max_length=100, blank=True, validators=[Rule("github_name")])
+    name = models.CharField(max_length=100, blank=True, validators=[Rule("github_name")])
+    url = models.CharField(
+        max_length=500,
+        validators=[Rule("configured_repo_url")],
+        help_text="Clone URL or web URL of the repository.",
+    )
+    api_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[Rule("web_url")],
+        help_text="GitHub API root (GitHub Enterprise).",
+    )
+    branch = models.CharField(max_length=255, default="main", validators=[Rule("branch")])
     token = models.CharField(max_length=500, blank=True)
     webhook_secret = models.CharField(max_length=500, blank=True)
-    poll_interval = models.PositiveIntegerField(default=60, validators=[MinValueValidator(1)])
+    poll_interval = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(2**31 - 1)]
+    )
     enabled = models.BooleanField(default=True)
     managed_by_config = models.BooleanField(default=False, editable=False)
 
@@ -82,6 +135,10 @@ class Repository(models.Model):
     def __str__(self) -> str:
         return self.full_name or self.key
 
+    def clean(self) -> None:
+        if self.provider == self.Provider.GITHUB and not (self.owner and self.name):
+            raise ValidationError({"owner": "a GitHub repository needs owner and name"})
+
     @property
     def full_name(self) -> str:
         """``owner/name`` as the status API shows it, else the key."""
@@ -96,14 +153,21 @@ class Repository(models.Model):
 
 
 class Service(models.Model):
-    name = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=63, unique=True, validators=[Rule("service_name")])
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="services")
-    k8s_yaml_dir = models.CharField(max_length=500)
+    k8s_yaml_dir = models.CharField(
+        max_length=500,
+        validators=[Rule("service_dir")],
+        help_text="Directory in the repository ('.' is the root).",
+    )
     cluster = models.ForeignKey(
         Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="services"
     )
     namespace = models.CharField(
-        max_length=63, blank=True, help_text="Namespace for objects that do not name one."
+        max_length=63,
+        blank=True,
+        validators=[Rule("namespace")],
+        help_text="Namespace for objects that do not name one.",
     )
     prune = models.BooleanField(
         default=True, help_text="Delete objects of ours that left Git (by inventory)."
@@ -126,6 +190,12 @@ class Service(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        # Stored canonical, so that "deploy/web/" and "./deploy/web" are one directory;
+        # a bad value is reported by the field's validator.
+        with contextlib.suppress(rules.RuleError):
+            self.k8s_yaml_dir = rules.service_dir(self.k8s_yaml_dir)
+
 
 class Deployment(models.Model):
     class Status(models.TextChoices):
@@ -141,6 +211,23 @@ class Deployment(models.Model):
         MANUAL = "manual"
         ROLLBACK = "rollback"
 
+    class Reason(models.TextChoices):
+        """Why a deployment ended as it did, for dashboards, metrics and notifications;
+        ``error`` beside it holds the details. Later stages add their reasons here."""
+
+        NONE = "", "-"
+        SOURCE = "source", "Service directory missing or unreadable"
+        FETCH = "fetch", "Could not read the repository"
+        RENDER = "render", "Invalid bundle"
+        CLUSTER = "cluster", "No cluster to apply to"
+        INSTALL = "install", "Applyer could not be installed"
+        CONFLICT = "conflict", "Object owned by another service"
+        APPLY = "apply", "Rejected by the cluster"
+        PRUNE = "prune", "Prune failed"
+        HEALTH = "health", "Objects did not become healthy"
+        RETRIES = "retries", "Gave up after retries"
+        SUPERSEDED = "superseded", "A newer commit overtook it"
+
     FINAL_STATES = (Status.SUCCEEDED, Status.FAILED, Status.SUPERSEDED)
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="deployments")
@@ -151,6 +238,7 @@ class Deployment(models.Model):
     tree_sha = models.CharField(max_length=64, blank=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.POLL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    reason = models.CharField(max_length=12, choices=Reason.choices, default="", blank=True)
     rollback_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rollbacks"
     )
@@ -159,6 +247,8 @@ class Deployment(models.Model):
     object_count = models.PositiveIntegerField(default=0)
     applied_objects = models.JSONField(default=list, blank=True)
     pruned_objects = models.JSONField(default=list, blank=True)
+    # What rendering skipped or noticed (a YAML document that is not a Kubernetes object).
+    warnings = models.JSONField(default=list, blank=True)
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
     queued_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -1,6 +1,7 @@
-"""Celery tasks: thin wrappers that take ids, re-read rows and call plain functions in
-syncworker/pipeline. Each is safe to run twice (acks_late redelivers after a crash):
-the functions guard on the rows' state.
+"""Celery tasks: thin wrappers over the stages of ``syncworker.pipeline.chain``. They take
+ids; the stages re-read rows and guard on their state, so each task is safe to run twice
+(acks_late redelivers after a crash). The only module that knows Celery's task objects:
+stages hand off to each other by task name (``pipeline.handoff``).
 
 Only named transient errors are retried, with bounded exponential backoff and jitter;
 a permanent error is recorded at once.
@@ -14,8 +15,8 @@ import socket
 
 from celery import Task, shared_task
 
-from syncworker.models import Repository
-from syncworker.pipeline import deploying, fetching, notify, polling, recovery
+from syncworker.models import Deployment, Repository
+from syncworker.pipeline import chain, lifecycle, recovery
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 8
@@ -40,14 +41,12 @@ def ping() -> dict[str, object]:
 def poll_repository(
     self: Task,
     repository_id: int,
-    trigger: str = "poll",
+    trigger: str = Deployment.Trigger.POLL,
     force: bool = False,
     service_ids: list[int] | None = None,
 ) -> dict[str, object]:
-    result = polling.poll_repository(
-        repository_id, trigger=trigger, force=force, service_ids=service_ids
-    )
-    if result.error and result.transient and trigger != "poll":
+    result = chain.poll(repository_id, trigger=trigger, force=force, service_ids=service_ids)
+    if result.error and result.transient and trigger != Deployment.Trigger.POLL:
         # A webhook or "sync now" deserves a retry; a scheduled poll simply waits for
         # the next tick (the repository's backoff already records the failure).
         raise self.retry(countdown=backoff(self.request.retries, result.retry_after))
@@ -61,29 +60,33 @@ def poll_repository(
 
 @shared_task(name="syncworker.fetch_service", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def fetch_service(self: Task, deployment_id: int) -> dict[str, object]:
-    result = fetching.fetch_and_render(deployment_id)
-    if result.transient:
-        if self.request.retries >= MAX_RETRIES:
-            deploying.fail_after_retries(deployment_id, result.error)
-        else:
-            raise self.retry(countdown=backoff(self.request.retries, result.retry_after))
+    result = chain.fetch(deployment_id)
+    _retry_transient(self, deployment_id, result.transient, result.error, result.retry_after)
     return {"error": result.error, "skipped": result.skipped}
 
 
 @shared_task(name="syncworker.apply_deployment", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def apply_deployment(self: Task, deployment_id: int) -> dict[str, object]:
-    result = deploying.apply_deployment(deployment_id)
-    if result.transient:
-        if self.request.retries >= MAX_RETRIES:
-            deploying.fail_after_retries(deployment_id, result.error)
-        else:
-            raise self.retry(countdown=backoff(self.request.retries, result.retry_after))
+    result = chain.apply(deployment_id)
+    _retry_transient(self, deployment_id, result.transient, result.error, result.retry_after)
     return {"status": result.status, "error": result.error, "skipped": result.skipped}
+
+
+def _retry_transient(
+    task: Task, deployment_id: int, transient: bool, error: str, retry_after: float | None
+) -> None:
+    """Retry a transient failure with backoff; one that outlived its retries fails."""
+    if not transient:
+        return
+    if task.request.retries >= MAX_RETRIES:
+        lifecycle.fail(deployment_id, Deployment.Reason.RETRIES, f"gave up after retries: {error}")
+        return
+    raise task.retry(countdown=backoff(task.request.retries, retry_after))
 
 
 @shared_task(name="syncworker.notify_deployment", acks_late=True)
 def notify_deployment(deployment_id: int) -> int:
-    return notify.notify(deployment_id)
+    return chain.send_notifications(deployment_id)
 
 
 @shared_task(name="syncworker.requeue_stuck", acks_late=True)

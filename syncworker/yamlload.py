@@ -8,6 +8,7 @@ stays a string (JSON has no dates) and a bare ``=`` is a string, not an error.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Hashable
 from typing import Any
 
@@ -48,3 +49,25 @@ ManifestLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED_RESOLVERS]
     for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def type_name(value: object) -> str:
+    """How messages name the type of a value read from YAML or JSON."""
+    # bool before int: YAML's true is a Python int too.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return "a date"
+    return type(value).__name__

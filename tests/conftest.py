@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -33,6 +35,15 @@ def _close_stray_database_sessions(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture
+def allow_file_repositories(settings: Any) -> Path:
+    """file:// repositories are refused unless the operator names their root; these
+    tests name /srv."""
+    root = Path("/srv")
+    settings.GITOPS = {**settings.GITOPS, "FILE_REPOSITORY_ROOT": root}
+    return root
 
 
 @pytest.fixture(scope="session")

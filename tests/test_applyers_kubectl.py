@@ -10,8 +10,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from syncworker.applyers.base import ObjectRef, TransientApplyError
+from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubectl import KubectlApplyer
+from syncworker.kube.refs import ObjectRef
 from tests.support.kubeenv import KubeTestEnv, pinned_version
 from tests.test_applyers_kubernetes import AppBundle, closed_port_kubeconfig, labels, to_yaml
 

@@ -18,15 +18,11 @@ from kubernetes.client.exceptions import ApiException
 
 from syncworker.applyers import applied
 from syncworker.applyers.applied import key_of, list_live
-from syncworker.applyers.base import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    SERVICE_LABEL,
-    ObjectRef,
-    TransientApplyError,
-)
+from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubeapi import KubeApi, Resource
 from syncworker.applyers.kubernetes import KubernetesApplyer
+from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
+from syncworker.kube.refs import ObjectRef
 from tests.support.kubeenv import KubeTestEnv, pinned_version
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from syncworker.applyers.base import ObjectRef
 from syncworker.applyers.nokube import NokubeApplyer
+from syncworker.kube.refs import ObjectRef
 from tests.support.nokube_standin import FAIL_MARKER, NokubeDownloadServer, read_record
 
 BUNDLE = """\

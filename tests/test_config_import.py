@@ -132,6 +132,7 @@ def test_both_service_forms_load_and_the_legacy_url_reuses_the_matching_entry() 
     assert target.enabled and target.managed_by_config
 
 
+@pytest.mark.usefixtures("allow_file_repositories")
 def test_the_extensions_load_into_their_columns() -> None:
     run(CONFIGS / "extensions.yaml")
 

@@ -332,6 +332,7 @@ def test_a_github_url_means_the_github_provider_with_owner_and_name_parsed() -> 
     assert repo.url == "https://github.com/AI-Infra-Team/nokube"
 
 
+@pytest.mark.usefixtures("allow_file_repositories")
 def test_any_other_git_url_means_the_git_provider() -> None:
     config = parse(
         """
@@ -381,6 +382,7 @@ def test_a_repository_poll_interval_overrides_the_global_one() -> None:
     assert [r.poll_interval for r in config.repositories] == [300, 20]
 
 
+@pytest.mark.usefixtures("allow_file_repositories")
 def test_secret_files_are_read_relative_to_the_config_file_and_stripped() -> None:
     config = load_config_file(CONFIGS / "extensions.yaml")
     platform, enterprise, _local = config.repositories
@@ -427,7 +429,7 @@ def test_service_extensions_are_read() -> None:
             "default",
             {"kubeconfig": "/k/config", "context": "prod"},
         ),
-        ("applyer_file: {directory: /srv/out}", "file", "default", {"directory": "/srv/out"}),
+        ("applyer_file: {directory: /tmp/out}", "file", "default", {"directory": "/tmp/out"}),
     ],
     ids=["nokube", "kubernetes-bare", "kubectl", "file"],
 )

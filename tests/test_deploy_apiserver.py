@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from syncworker.applyers.base import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL, ObjectRef
 from syncworker.applyers.kubernetes import KubernetesApplyer
 from syncworker.deployrender import cli
+from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
+from syncworker.kube.refs import ObjectRef
 from tests.support.kubeenv import KubeTestEnv
 
 pytestmark = pytest.mark.kube

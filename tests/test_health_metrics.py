@@ -59,13 +59,20 @@ def test_metrics_parse_and_move_with_polls_and_deployments(client: Client) -> No
     metrics.record_poll("m", ok=True)
     metrics.record_poll("m", ok=False)
     Deployment.objects.create(service=service, commit_sha="1" * 40, status="succeeded")
-    metrics.record_deployment("succeeded", seconds=0.4, repository="m")
+    metrics.record_deployment("succeeded", reason="", seconds=0.4, repository="m")
+    metrics.record_deployment("failed", reason="render", seconds=None, repository="m")
     after = scrape(client)
 
     assert after[("gitops_polls_total", (("repository", "m"),))] == 2
     assert after[("gitops_poll_failures_total", (("repository", "m"),))] == 1
     assert after[("gitops_deployments", (("status", "succeeded"),))] == 1
-    assert after[("gitops_deployments_finished_total", (("status", "succeeded"),))] == 1
+    assert (
+        after[("gitops_deployments_finished_total", (("reason", ""), ("status", "succeeded")))] == 1
+    )
+    assert (
+        after[("gitops_deployments_finished_total", (("reason", "render"), ("status", "failed")))]
+        == 1
+    )
     assert after[("gitops_apply_duration_seconds_bucket", (("le", "0.5"),))] == 1
     assert after[("gitops_apply_duration_seconds_bucket", (("le", "0.25"),))] == 0
     assert after[("gitops_apply_duration_seconds_count", ())] == 1

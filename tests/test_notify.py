@@ -21,25 +21,31 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-def finished_deployment(status: str = Deployment.Status.SUCCEEDED, error: str = "") -> Deployment:
+def finished_deployment(
+    status: str = Deployment.Status.SUCCEEDED, error: str = "", reason: str = ""
+) -> Deployment:
     repo = Repository.objects.create(
         key="n", provider="github", owner="acme", name="infra", url="https://github.com/acme/infra"
     )
     service = Service.objects.create(name="web", repository=repo, k8s_yaml_dir="web")
     return Deployment.objects.create(
-        service=service, commit_sha="c0ffee" * 6 + "abcd", status=status, error=error
+        service=service, commit_sha="c0ffee" * 6 + "abcd", status=status, error=error, reason=reason
     )
 
 
 def test_a_finished_deployment_is_posted_in_slack_compatible_form(receiver: Receiver) -> None:
     NotificationTarget.objects.create(url=receiver.url)
-    deployment = finished_deployment(Deployment.Status.FAILED, error="ConfigMap x: invalid")
+    deployment = finished_deployment(
+        Deployment.Status.FAILED, error="ConfigMap x: invalid", reason="render"
+    )
 
     assert notify(deployment.pk) == 1
 
     (body,) = receiver.bodies
-    assert str(body["text"]).startswith("GitOps deployment failed: web @ c0ffeec0ffee")
-    assert body["status"] == "failed"
+    assert str(body["text"]).startswith(
+        "GitOps deployment failed: web @ c0ffeec0ffee (poll): invalid bundle"
+    )
+    assert (body["status"], body["reason"]) == ("failed", "render")
     assert body["repository"] == "acme/infra"
     assert body["error"] == "ConfigMap x: invalid"
 

@@ -274,3 +274,42 @@ def test_a_tree_already_queued_is_not_queued_again_even_if_the_head_looks_new(
 
     assert poll_repository(monorepo.pk).deployments == []
     assert Deployment.objects.count() == len(first) == 3
+
+
+def test_a_service_whose_directory_leaves_the_repository_fails_alone(
+    monorepo: Repository,
+) -> None:
+    # A row from before the rules (the doors refuse this value now): it must not stop
+    # its siblings from deploying.
+    bad = Service.objects.create(name="evil", repository=monorepo, k8s_yaml_dir="../etc")
+
+    result = poll_repository(monorepo.pk)
+
+    assert result.error == ""
+    assert sorted(d.service.name for d in run_queued(result.deployments)) == ["api", "db", "web"]
+    failed = Deployment.objects.get(service=bad)
+    assert (failed.status, failed.reason) == (Status.FAILED, Deployment.Reason.SOURCE)
+    assert "k8s_yaml_dir '../etc' must stay inside the repository" in failed.error
+    Repository.objects.filter(pk=monorepo.pk).update(last_seen_commit="", etag="")
+    assert poll_repository(monorepo.pk).failed == [], "reported once, not on every poll"
+
+
+def test_a_service_directory_removed_from_git_fails_once_and_prunes_nothing(
+    monorepo: Repository, git_repo: WorkingCopy
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    git_repo.commit({"apps/db/cm.yaml": None})
+
+    result = poll_repository(monorepo.pk)
+
+    assert result.deployments == []
+    missing = Deployment.objects.get(pk__in=result.failed)
+    assert (missing.service.name, missing.status, missing.reason) == ("db", "failed", "source")
+    assert missing.error == f"apps/db does not exist at {missing.commit_sha[:12]}"
+    assert AppliedObject.objects.filter(service__name="db").count() == 1, "nothing pruned"
+    git_repo.commit({"README.md": "again"})
+    assert poll_repository(monorepo.pk).failed == []
+
+    git_repo.commit({"apps/db/cm.yaml": configmap("db", "back")})
+    back = run_queued(poll_repository(monorepo.pk).deployments)
+    assert [(d.service.name, d.status) for d in back] == [("db", "succeeded")]

@@ -9,13 +9,13 @@ import textwrap
 import pytest
 import yaml
 
-from syncworker.applyers.base import (
+from syncworker.kube.labels import (
     COMMIT_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SERVICE_LABEL,
-    ObjectRef,
 )
+from syncworker.kube.refs import ObjectRef
 from syncworker.render import Bundle, RenderOptions, render_bundle
 from syncworker.render import parse as parse_module
 from syncworker.sources.base import SourceFile, UnsafePathError

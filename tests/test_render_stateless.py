@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from syncworker.applyers.base import COMMIT_ANNOTATION, MANAGED_BY_LABEL, SERVICE_LABEL
+from syncworker.kube.labels import COMMIT_ANNOTATION, MANAGED_BY_LABEL, SERVICE_LABEL
 from syncworker.render import RenderOptions, render_bundle
 from syncworker.render.mutate import mutate_object
 from syncworker.sources.base import SourceFile

@@ -55,7 +55,7 @@ def errors_of(files: list[SourceFile], options: RenderOptions = OPTIONS) -> list
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ''}", "metadata.name: required"),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: 12}",
-            "metadata.name: must be a string, not a number",
+            "metadata.name: must be a string, not an integer",
         ),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a/b}",
@@ -91,7 +91,7 @@ def errors_of(files: list[SourceFile], options: RenderOptions = OPTIONS) -> list
         ),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {version: 2}}",
-            "metadata.labels.version: must be a string, not a number",
+            "metadata.labels.version: must be a string, not an integer",
         ),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {app: 'my app'}}",

@@ -83,10 +83,13 @@ class GitopsCollector(Collector):
                 family.add_metric([repo], value)
             yield family
         done = CounterMetricFamily(
-            "gitops_deployments_finished", "Deployments finished by status", labels=["status"]
+            "gitops_deployments_finished",
+            "Deployments finished by status and reason",
+            labels=["status", "reason"],
         )
-        for status, value in sorted(_floats(finished).items()):
-            done.add_metric([status], value)
+        for field, value in sorted(_floats(finished).items()):
+            status, _, reason = field.partition("|")
+            done.add_metric([status, reason], value)
         yield done
 
         seconds = _floats(apply_seconds)

@@ -3,14 +3,34 @@ an update that leaves them out keeps the stored value."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from syncworker.models import Cluster, Deployment, Repository, Service
 
 
-class RepositorySerializer(serializers.ModelSerializer):
+class ModelRulesMixin(serializers.ModelSerializer):
+    """Run the model's own validation (``full_clean``: field validators and ``clean``),
+    so the API refuses exactly what the admin and the config file refuse, and stores the
+    values the model normalised."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        model: Any = self.Meta.model
+        instance = copy.copy(self.instance) if self.instance is not None else model()
+        for name, value in attrs.items():
+            setattr(instance, name, value)
+        try:
+            instance.full_clean(validate_unique=False, validate_constraints=False)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return {name: getattr(instance, name) for name in attrs}
+
+
+class RepositorySerializer(ModelRulesMixin):
     token = serializers.CharField(write_only=True, required=False, allow_blank=True)
     webhook_secret = serializers.CharField(write_only=True, required=False, allow_blank=True)
     has_token = serializers.SerializerMethodField()
@@ -56,7 +76,7 @@ class RepositorySerializer(serializers.ModelSerializer):
         return bool(obj.webhook_secret)
 
 
-class ServiceSerializer(serializers.ModelSerializer):
+class ServiceSerializer(ModelRulesMixin):
     class Meta:
         model = Service
         fields = [
@@ -75,16 +95,8 @@ class ServiceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["managed_by_config", "last_applied_commit", "last_applied_at"]
 
-    def validate_k8s_yaml_dir(self, value: str) -> str:
-        from syncworker.sources.base import UnsafePathError, normalize_dir
 
-        try:
-            return normalize_dir(value)
-        except UnsafePathError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-
-
-class ClusterSerializer(serializers.ModelSerializer):
+class ClusterSerializer(ModelRulesMixin):
     class Meta:
         model = Cluster
         fields = ["id", "name", "applyer", "settings", "is_default", "managed_by_config"]
@@ -106,11 +118,13 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "tree_sha",
             "trigger",
             "status",
+            "reason",
             "rollback_of",
             "bundle_digest",
             "object_count",
             "applied_objects",
             "pruned_objects",
+            "warnings",
             "output",
             "error",
             "queued_at",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
 
+from syncworker import rules
 from syncworker.applyers.base import Applyer
 from syncworker.applyers.file import FileApplyer
 from syncworker.applyers.kubectl import KubectlApplyer
@@ -116,7 +117,12 @@ def _nokube(s: Settings) -> Applyer:
 
 def _file(s: Settings) -> Applyer:
     default = str(django_settings.GITOPS["RENDER_DIR"])
-    return FileApplyer(directory=s.path("directory", default) or default)
+    directory = s.path("directory", default) or default
+    try:
+        rules.local_directory(directory, root=django_settings.GITOPS["FILE_APPLYER_ROOT"])
+    except rules.RuleError as exc:
+        raise s.error(f"setting 'directory': {exc}") from None
+    return FileApplyer(directory=directory)
 
 
 #: Cluster.applyer value -> builder from the cluster's settings.

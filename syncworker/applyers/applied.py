@@ -20,9 +20,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncworker.applyers.base import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL, ObjectRef
 from syncworker.applyers.kubeapi import KubeApi, Resource
-from syncworker.applyers.manifests import group_of, load_objects, phase_of
+from syncworker.applyers.manifests import load_objects, phase_of
+from syncworker.kube.kinds import group_of
+from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
+from syncworker.kube.refs import ObjectRef
 
 MAX_REMEMBERED = 200_000
 MAX_PARSED_OBJECTS = 50_000

@@ -12,13 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "simple-gitops"
-SERVICE_LABEL = "simple-gitops.io/service"
-COMMIT_ANNOTATION = "simple-gitops.io/commit"
-FIELD_MANAGER = "simple-gitops"
+from syncworker.kube.refs import ObjectRef
 
 
 class TransientApplyError(Exception):
@@ -27,25 +22,6 @@ class TransientApplyError(Exception):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True, order=True)
-class ObjectRef:
-    """One object on a cluster, as the inventory records it."""
-
-    api_version: str
-    kind: str
-    namespace: str
-    name: str
-
-    @classmethod
-    def of(cls, obj: dict[str, Any]) -> ObjectRef:
-        meta = obj.get("metadata") or {}
-        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{self.name}"
 
 
 @dataclass

@@ -13,17 +13,10 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from syncworker.applyers.base import (
-    FIELD_MANAGER,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    SERVICE_LABEL,
-    Applyer,
-    ObjectRef,
-    PruneResult,
-    TransientApplyError,
-)
+from syncworker.applyers.base import Applyer, PruneResult, TransientApplyError
 from syncworker.applyers.manifests import CRD, CUSTOM, load_objects, phase_of, sort_objects
+from syncworker.kube.labels import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
+from syncworker.kube.refs import ObjectRef
 
 # What kubectl prints when the cluster, not the bundle, is the problem.
 TRANSIENT_MARKERS = (

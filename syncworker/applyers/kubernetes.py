@@ -31,16 +31,7 @@ from syncworker.applyers.applied import (
     key_of,
     list_live,
 )
-from syncworker.applyers.base import (
-    FIELD_MANAGER,
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    SERVICE_LABEL,
-    Applyer,
-    ObjectRef,
-    PruneResult,
-    TransientApplyError,
-)
+from syncworker.applyers.base import Applyer, PruneResult, TransientApplyError
 from syncworker.applyers.kubeapi import (
     Discovery,
     KubeApi,
@@ -49,7 +40,10 @@ from syncworker.applyers.kubeapi import (
     Response,
     load_configuration,
 )
-from syncworker.applyers.manifests import CRD, CUSTOM, group_of, load_objects, phase_of
+from syncworker.applyers.manifests import CRD, CUSTOM, load_objects, phase_of
+from syncworker.kube.kinds import group_of
+from syncworker.kube.labels import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
+from syncworker.kube.refs import ObjectRef
 
 APPLY_QUERY = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict"}
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"

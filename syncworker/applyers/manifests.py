@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from syncworker.applyers.base import SERVICE_LABEL
-from syncworker.render.kinds import (
+from syncworker.kube.kinds import (
     BUILTIN_GROUPS,
     CLUSTER_SCOPED_KINDS,
     CRD_GROUP,
     CRD_KIND,
     group_of,
 )
+from syncworker.kube.labels import SERVICE_LABEL
 from syncworker.yamlload import ManifestLoader
 
 NAMESPACE, CRD, CLUSTER_SCOPED, BASICS, REST, CUSTOM = range(6)

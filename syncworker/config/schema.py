@@ -9,7 +9,7 @@ the key and the problem only. No database access here; ``importer`` does the wri
 from __future__ import annotations
 
 import difflib
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +17,17 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from syncworker import rules
 from syncworker.config.fields import (
     GITHUB_HOSTS,
     Reader,
-    check_repo_url,
-    check_web_url,
+    check,
     github_repo_from_url,
-    is_dns_label,
-    is_github_name,
-    is_slug,
     owner_and_name,
     slugify_key,
-    type_name,
     web_url_from_api,
-    yaml_dir,
 )
-from syncworker.yamlload import StrictLoader
+from syncworker.yamlload import StrictLoader, type_name
 
 DEFAULT_BRANCH = "main"
 DEFAULT_POLL_INTERVAL = 60
@@ -66,7 +61,6 @@ _REPO_KEYS = (
     "poll_interval",
 )
 _SERVICE_KEYS = ("name", "github", "repo", "k8s_yaml_dir", "namespace", "prune", "stateless")
-_BRANCH = re.compile(r"[^\s~^:?*\[\\]+")
 
 
 class ConfigError(Exception):
@@ -150,8 +144,8 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> GitopsConfig:
     services = _services(top, repos, declared_keys, poll_interval)
     applyer = _applyer(top)
     webhook_url = top.string("webhook_url", max_length=500)
-    if webhook_url is not None and (problem := check_web_url(webhook_url)):
-        top.error("webhook_url", problem)
+    if webhook_url is not None:
+        check(top, "webhook_url", rules.web_url, webhook_url)
     if errors:
         raise ConfigError(errors)
     return GitopsConfig(
@@ -200,7 +194,7 @@ def _repositories(
         path = f"github_configs.{key}"
         if isinstance(key, str):
             declared.add(key)
-        if not isinstance(key, str) or not is_slug(key):
+        if not isinstance(key, str) or not _is_valid(rules.key, key):
             top.errors.append(
                 f"{path}: invalid key (letters, digits, '-' and '_', at most 100 characters)"
             )
@@ -223,14 +217,12 @@ def _repository(r: Reader, key: str, poll_interval: int, base_dir: Path | None) 
     own_interval = _poll_interval(r)
     token = _secret(r, "token", "token_file", base_dir)
     webhook_secret = _secret(r, "webhook_secret", "webhook_secret_file", base_dir)
-    if not _BRANCH.fullmatch(branch) or branch.startswith("-") or ".." in branch:
-        r.error("branch", f"{branch!r} is not a valid branch name")
+    check(r, "branch", rules.branch, branch)
     for field_name, value in (("repo_owner", owner), ("repo_name", name)):
-        if value is not None and not is_github_name(value):
-            r.error(field_name, f"{value!r} is not a valid owner or repository name")
-    if api_url is not None and (problem := check_web_url(api_url)):
-        r.error("api_url", problem)
-        api_url = None
+        if value is not None:
+            check(r, field_name, rules.github_name, value)
+    if api_url is not None:
+        api_url = check(r, "api_url", rules.web_url, api_url)
     # Checked even after other errors, so that one run reports everything; but a url of
     # the wrong type must not also produce "repo_owner: required".
     identity = None if r.has("url") and url is None else _identity(r, owner, name, url, api_url)
@@ -264,8 +256,7 @@ def _identity(
         if api_url:
             return "github", owner, name, web_url_from_api(api_url, owner, name)
         return "github", owner, name, f"https://github.com/{owner}/{name}"
-    if problem := check_repo_url(url):
-        r.error("url", problem)
+    if check(r, "url", rules.configured_repo_url, url) is None:
         return None
     on_github = github_repo_from_url(url)
     if on_github is not None:
@@ -340,25 +331,17 @@ def _services(
         r = Reader(entry, path, top.errors, _SERVICE_KEYS)
         before = len(r.errors)
         name = r.string("name", required=True)
-        if name is not None and not is_dns_label(name):
-            # Service names become label values and object names.
-            r.error(
-                "name",
-                f"{name!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
-                "starting and ending with a letter or digit, at most 63 characters)",
-            )
+        if name is not None and check(r, "name", rules.service_name, name) is None:
+            name = None
         elif name is not None and name in first_seen:
             r.error("name", f"duplicate service name {name!r} (also services[{first_seen[name]}])")
         elif name is not None:
             first_seen[name] = index
         k8s_yaml_dir = r.string("k8s_yaml_dir", required=True)
         if k8s_yaml_dir is not None:
-            k8s_yaml_dir, problem = yaml_dir(k8s_yaml_dir)
-            if problem:
-                r.error("k8s_yaml_dir", problem)
+            k8s_yaml_dir = check(r, "k8s_yaml_dir", rules.service_dir, k8s_yaml_dir)
         namespace = r.string("namespace") or ""
-        if namespace and not is_dns_label(namespace):
-            r.error("namespace", f"{namespace!r} is not a DNS-1123 label")
+        check(r, "namespace", rules.namespace, namespace)
         prune = r.boolean("prune", True)
         stateless = r.boolean("stateless", False)
         repo_key = _service_repository(r, repos, declared, poll_interval)
@@ -412,7 +395,7 @@ def _service_repository(
     if matches:
         return matches[0]
     key = slugify_key(f"{owner}-{name}")
-    if not is_slug(key) or key in declared:
+    if not _is_valid(rules.key, key) or key in declared:
         r.error("repo", f"cannot derive a repository key for {owner}/{name}; use github: <key>")
         return None
     repos[key] = RepoSpec(
@@ -440,15 +423,39 @@ def _applyer(top: Reader) -> ApplyerSpec:
     # `applyer_kubernetes:` with nothing under it means that applyer with its defaults.
     raw = top.mapping(key) or {}
     r = Reader(raw, key, top.errors, ("cluster_name", *_APPLYER_SETTINGS[kind]))
+    before = len(r.errors)
     cluster_name = r.string("cluster_name", max_length=100) or DEFAULT_CLUSTER_NAME
-    if not is_slug(cluster_name):
-        r.error("cluster_name", f"{cluster_name!r} is not a valid name (letters, digits, '-', '_')")
+    check(r, "cluster_name", rules.key, cluster_name)
     settings: dict[str, str] = {}
     for name in _APPLYER_SETTINGS[kind]:
         value = r.string(name, required=kind == "nokube" or r.has(name), max_length=1000)
         if value is not None:
             settings[name] = value
     url = settings.get("nokube_download_url")
-    if url is not None and (problem := check_web_url(url)):
-        r.error("nokube_download_url", problem)
+    if url is not None:
+        check(r, "nokube_download_url", rules.web_url, url)
+    elif len(r.errors) == before:
+        _check_applyer_settings(r, kind, cluster_name, settings)
     return ApplyerSpec(kind=kind, cluster_name=cluster_name, settings=settings)
+
+
+def _check_applyer_settings(
+    r: Reader, kind: str, cluster_name: str, values: dict[str, str]
+) -> None:
+    """What the applyer registry refuses (the one reader of a cluster's settings, which
+    the admin and the API call too), reported at the applyer's key."""
+    from syncworker.applyers import ApplyerSettingsError, applyer_for
+    from syncworker.models import Cluster
+
+    try:
+        applyer_for(Cluster(name=cluster_name, applyer=kind, settings=values))
+    except ApplyerSettingsError as exc:
+        r.errors.append(f"{r.path}: {exc}")
+
+
+def _is_valid(rule: Callable[[str], str], value: str) -> bool:
+    try:
+        rule(value)
+    except rules.RuleError:
+        return False
+    return True

@@ -7,7 +7,7 @@ import argparse
 from importlib import metadata
 from pathlib import Path
 
-from syncworker.config.fields import is_slug
+from syncworker import rules
 from syncworker.deployrender import options as opt
 from syncworker.deployrender.options import Credential, OptionError, RenderOptions, SecretRef
 from syncworker.deployrender.runtime import PACKAGE, is_stock_image
@@ -173,9 +173,10 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
 
 
 def _cluster_name(value: str) -> str:
-    if not is_slug(value):
-        raise OptionError(f"--cluster-name: {value!r} is not a valid name (letters, digits, -, _)")
-    return value
+    try:
+        return rules.key(value)
+    except rules.RuleError as exc:
+        raise OptionError(f"--cluster-name: {exc}") from None
 
 
 def _wheel(path: str, version: str) -> tuple[str, bytes]:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from syncworker.config.fields import check_web_url, is_dns_label
+from syncworker import rules
+from syncworker.kube.names import is_dns_label
 
 DEFAULT_NAMESPACE = "gitops"
 DEFAULT_IMAGE = "python:3.11-slim"
@@ -143,9 +144,10 @@ def check_image(value: str) -> str:
 
 
 def check_download_base_url(value: str) -> str:
-    if problem := check_web_url(value):
-        raise OptionError(f"--download-base-url: {problem}")
-    return value.rstrip("/")
+    try:
+        return rules.web_url(value).rstrip("/")
+    except rules.RuleError as exc:
+        raise OptionError(f"--download-base-url: {exc}") from None
 
 
 def check_source_url(value: str) -> str:

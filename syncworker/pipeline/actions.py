@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from syncworker.models import Deployment, Repository, Service
-from syncworker.pipeline.fetching import queue_apply
+from syncworker.pipeline import handoff
 
 
 class ActionError(ValueError):
@@ -15,25 +15,20 @@ class ActionError(ValueError):
 
 def sync_now(repository: Repository, *, trigger: str = Deployment.Trigger.MANUAL) -> None:
     """Poll the repository at once (what a webhook does too)."""
-    from syncworker.tasks import poll_repository
-
     if not repository.enabled:
         raise ActionError(f"repository {repository.key} is disabled")
-    pk = repository.pk
-    transaction.on_commit(lambda: poll_repository.delay(pk, trigger=trigger))
+    handoff.poll(repository.pk, trigger=trigger)
 
 
 def redeploy(service: Service) -> None:
     """Deploy the service again at its branch head, even if nothing changed."""
-    from syncworker.tasks import poll_repository
-
     if not service.enabled or not service.repository.enabled:
         raise ActionError(f"service {service.name} or its repository is disabled")
-    repo_pk, service_pk = service.repository_id, service.pk
-    transaction.on_commit(
-        lambda: poll_repository.delay(
-            repo_pk, trigger=Deployment.Trigger.MANUAL, force=True, service_ids=[service_pk]
-        )
+    handoff.poll(
+        service.repository_id,
+        trigger=Deployment.Trigger.MANUAL,
+        force=True,
+        service_ids=[service.pk],
     )
 
 
@@ -55,5 +50,5 @@ def rollback(target: Deployment) -> Deployment:
         object_count=target.object_count,
         applied_objects=target.applied_objects,
     )
-    queue_apply(deployment.pk)
+    handoff.apply(deployment.pk)
     return deployment

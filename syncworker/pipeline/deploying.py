@@ -17,18 +17,19 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from redis.lock import Lock
 
 from syncworker.applyers import applyer_for
-from syncworker.applyers.base import Applyer, ObjectRef, TransientApplyError
-from syncworker.models import Cluster, Deployment
-from syncworker.pipeline import inventory, metrics
+from syncworker.applyers.base import Applyer, TransientApplyError
+from syncworker.kube.refs import ObjectRef
+from syncworker.models import Cluster, Deployment, Service
+from syncworker.pipeline import inventory, lifecycle
 from syncworker.pipeline.redisconn import redis_client
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
+Reason = Deployment.Reason
 
 
 @dataclass
@@ -60,7 +61,7 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
         return result
     cluster = cluster_for(deployment)
     if cluster is None:
-        _finish_now(deployment, Status.FAILED, error="no cluster: configure a default cluster")
+        lifecycle.fail(deployment.pk, Reason.CLUSTER, "no cluster: configure a default cluster")
         result.status = Status.FAILED
         return result
 
@@ -103,23 +104,28 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
         result.skipped = "finished while waiting for the cluster lock"
         return result
     if _overtaken(deployment):
-        if Deployment.objects.filter(
-            pk=deployment.pk, status__in=[Status.QUEUED, Status.APPLYING]
-        ).update(status=Status.SUPERSEDED, finished_at=timezone.now()):
-            finish(deployment.pk)
+        lifecycle.supersede(deployment.pk)
         result.status = Status.SUPERSEDED
         return result
     if not deployment.bundle_digest:
         result.skipped = "not rendered yet"
         return result
-    Deployment.objects.filter(pk=deployment.pk).update(
-        status=Status.APPLYING,
-        cluster=cluster,
-        started_at=Coalesce("started_at", timezone.now()),
-    )
+    lifecycle.start_applying(deployment.pk, cluster)
+    try:
+        return _apply_and_record(deployment, cluster, result)
+    except Exception as exc:
+        # Whatever broke (a database error, a bug), the row must not stay applying for
+        # the sweep to replay for ever: it fails, and the trace goes to the log.
+        log.exception("apply of deployment %s failed unexpectedly", deployment.pk)
+        lifecycle.fail(deployment.pk, Reason.APPLY, f"internal error: {type(exc).__name__}: {exc}")
+        result.status, result.error = Status.FAILED, str(exc)
+        return result
 
+
+def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyResult) -> ApplyResult:
     service = deployment.service
     desired = inventory.refs_from_json(deployment.applied_objects)
+    reason = Reason.APPLY
     try:
         applyer = _applyer(cluster)
         ok, output = applyer.apply(deployment.bundle)
@@ -129,74 +135,31 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
             prune = applyer.prune(stale, service=service.name)
             output = f"{output}\n{prune.output}".strip()
             pruned, ok = prune.pruned, prune.ok
+            reason = Reason.PRUNE
     except TransientApplyError as exc:
-        # Back to the queue state: the retry re-enters through the same guards.
-        Deployment.objects.filter(pk=deployment.pk, status=Status.APPLYING).update(
-            status=Status.QUEUED, error=str(exc)
-        )
+        lifecycle.back_to_queue(deployment.pk, str(exc))
         result.transient, result.error, result.retry_after = True, str(exc), exc.retry_after
         return result
     except InstallError as exc:
-        ok, output, pruned, stale = False, str(exc), [], []
+        ok, output, pruned, stale, reason = False, str(exc), [], [], Reason.INSTALL
 
-    status = Status.SUCCEEDED if ok else Status.FAILED
     finished_at = timezone.now()
     with transaction.atomic():
-        kept = set(desired) | (set(stale) - set(pruned))
         if ok:
+            kept = set(desired) | (set(stale) - set(pruned))
             inventory.replace(service, cluster, kept, deployment)
-            type(service).objects.filter(pk=service.pk).update(
+            Service.objects.filter(pk=service.pk).update(
                 last_applied_commit=deployment.commit_sha,
                 last_applied_tree=deployment.tree_sha,
                 last_applied_at=finished_at,
             )
-        Deployment.objects.filter(pk=deployment.pk).update(
-            status=status,
-            output=output[-100_000:],
-            error="" if ok else _first_lines(output),
-            pruned_objects=inventory.refs_to_json(pruned),
-            finished_at=finished_at,
-        )
-        finish(deployment.pk)
-    result.status = status
+            lifecycle.succeed(deployment.pk, output=output, pruned=pruned)
+        else:
+            lifecycle.fail(
+                deployment.pk, reason, _first_lines(output), output=output, pruned=pruned
+            )
+    result.status = Status.SUCCEEDED if ok else Status.FAILED
     return result
-
-
-def fail_after_retries(deployment_id: int, message: str) -> None:
-    """A transient error that outlived its retries fails the deployment for good."""
-    now = timezone.now()
-    if Deployment.objects.filter(
-        pk=deployment_id, status__in=[Status.QUEUED, Status.APPLYING]
-    ).update(status=Status.FAILED, error=f"gave up after retries: {message}", finished_at=now):
-        finish(deployment_id)
-
-
-def finish(deployment_id: int) -> None:
-    """After a deployment reaches a final state: metrics and notifications, once the
-    state is committed."""
-    from syncworker.tasks import notify_deployment
-
-    def after_commit() -> None:
-        deployment = _load(deployment_id)
-        if deployment is None:
-            return
-        duration = deployment.duration
-        metrics.record_deployment(
-            deployment.status,
-            seconds=duration.total_seconds() if duration else None,
-            repository=deployment.service.repository.key,
-        )
-        notify_deployment.delay(deployment_id)
-
-    transaction.on_commit(after_commit)
-
-
-def _finish_now(deployment: Deployment, status: str, *, error: str) -> None:
-    now = timezone.now()
-    if Deployment.objects.filter(pk=deployment.pk, status=Status.QUEUED).update(
-        status=status, error=error, started_at=now, finished_at=now
-    ):
-        finish(deployment.pk)
 
 
 def _overtaken(deployment: Deployment) -> bool:

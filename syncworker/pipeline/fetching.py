@@ -1,8 +1,8 @@
 """Fetch and render one queued deployment: read the service directory at exactly its
-commit, parse, validate, mutate, and store the bundle; then queue the apply.
+commit, parse, validate, mutate, and store the bundle for the apply stage.
 
 Rendering is pure and deterministic, so a redelivered fetch renders the same bundle; the
-state guard keeps it from queueing a second apply once the first was queued.
+state guard (queued and not yet rendered) keeps a second fetch from storing it twice.
 """
 
 from __future__ import annotations
@@ -11,21 +11,21 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
 from syncworker.models import Deployment
-from syncworker.pipeline.inventory import refs_to_json
+from syncworker.pipeline import lifecycle
 from syncworker.render import RenderError, RenderOptions, render_bundle
 from syncworker.sources import source_for
 from syncworker.sources.base import SourceError, UnsafePathError, normalize_dir
 
 log = logging.getLogger(__name__)
+Reason = Deployment.Reason
 
 
 @dataclass
 class FetchResult:
     deployment_id: int
+    rendered: bool = False
     skipped: str = ""
     error: str = ""
     transient: bool = False
@@ -44,10 +44,9 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
         result.skipped = f"already rendered or {deployment.status}"
         return result
     service = deployment.service
-    repo = service.repository
     try:
         base_dir = normalize_dir(service.k8s_yaml_dir)
-        files = source_for(repo, workspace=settings.GITOPS["WORKSPACE"]).read_tree(
+        files = source_for(service.repository, workspace=settings.GITOPS["WORKSPACE"]).read_tree(
             deployment.commit_sha, base_dir
         )
         bundle = render_bundle(
@@ -63,51 +62,27 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
         )
         if not bundle.refs:
             # An empty bundle would prune everything the service owns: refuse it.
-            raise RenderError([f"{base_dir}: no manifests (.yaml, .yml, .json) at this commit"])
+            raise RenderError(
+                [f"{base_dir or '.'}: no manifests (.yaml, .yml, .json) at this commit"]
+            )
     except (RenderError, UnsafePathError) as exc:
-        fail_before_apply(deployment, _render_message(exc))
-        result.error = str(exc)
+        result.error = _render_message(exc)
+        lifecycle.fail(deployment.pk, Reason.RENDER, result.error)
         return result
     except SourceError as exc:
-        if exc.transient:
-            result.error, result.transient, result.retry_after = str(exc), True, exc.retry_after
-            return result
-        fail_before_apply(deployment, f"fetch failed: {exc}")
         result.error = str(exc)
+        if exc.transient:
+            result.transient, result.retry_after = True, exc.retry_after
+        else:
+            lifecycle.fail(deployment.pk, Reason.FETCH, f"fetch failed: {exc}")
         return result
 
-    with transaction.atomic():
-        updated = Deployment.objects.filter(
-            pk=deployment.pk, status=Deployment.Status.QUEUED, bundle_digest=""
-        ).update(
-            bundle=bundle.yaml,
-            bundle_digest=bundle.digest,
-            object_count=len(bundle.refs),
-            applied_objects=refs_to_json(bundle.refs),
-        )
-        if updated:
-            queue_apply(deployment.pk)
-        else:
-            result.skipped = "rendered concurrently"
-    return result
-
-
-def queue_apply(deployment_id: int) -> None:
-    from syncworker.tasks import apply_deployment
-
-    transaction.on_commit(lambda: apply_deployment.delay(deployment_id))
-
-
-def fail_before_apply(deployment: Deployment, message: str) -> None:
-    """A deployment whose bundle cannot be made fails without touching any cluster."""
-    from syncworker.pipeline.deploying import finish
-
-    now = timezone.now()
-    claimed = Deployment.objects.filter(pk=deployment.pk, status=Deployment.Status.QUEUED).update(
-        status=Deployment.Status.FAILED, error=message, started_at=now, finished_at=now
+    result.rendered = lifecycle.store_bundle(
+        deployment.pk, bundle=bundle.yaml, digest=bundle.digest, refs=bundle.refs
     )
-    if claimed:
-        finish(deployment.pk)
+    if not result.rendered:
+        result.skipped = "rendered concurrently"
+    return result
 
 
 def _render_message(exc: Exception) -> str:

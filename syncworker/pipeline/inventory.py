@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from syncworker.applyers.base import ObjectRef
+from syncworker.kube.refs import ObjectRef
 from syncworker.models import AppliedObject, Cluster, Deployment, Service
 
 

@@ -45,8 +45,9 @@ def record_poll(repository: str, *, ok: bool) -> None:
     _safely("poll", *commands)
 
 
-def record_deployment(status: str, *, seconds: float | None, repository: str) -> None:
-    commands = [("incr", DEPLOYMENTS, status, 1.0)]
+def record_deployment(status: str, *, reason: str, seconds: float | None, repository: str) -> None:
+    # One field per status and reason: "failed|render", "succeeded|".
+    commands = [("incr", DEPLOYMENTS, f"{status}|{reason}", 1.0)]
     if seconds is not None:
         # A histogram kept cumulative in Redis: every bucket at or above the value.
         commands.append(("incr", APPLY_SECONDS, "sum", seconds))

@@ -25,6 +25,8 @@ def payload(deployment: Deployment) -> dict[str, Any]:
         f"GitOps deployment {deployment.status}: {service.name} "
         f"@ {deployment.commit_sha[:12]} ({deployment.trigger})"
     )
+    if deployment.reason and deployment.status == Deployment.Status.FAILED:
+        text += f": {deployment.get_reason_display().lower()}"
     if deployment.error:
         text += f"\n{deployment.error[:500]}"
     return {
@@ -33,6 +35,7 @@ def payload(deployment: Deployment) -> dict[str, Any]:
         "service": service.name,
         "repository": service.repository.full_name,
         "status": deployment.status,
+        "reason": deployment.reason,
         "trigger": deployment.trigger,
         "commit": deployment.commit_sha,
         "objects": deployment.object_count,

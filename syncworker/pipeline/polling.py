@@ -18,10 +18,11 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
+from syncworker import rules
 from syncworker.models import Deployment, Repository, Service
-from syncworker.pipeline import metrics
+from syncworker.pipeline import lifecycle, metrics
 from syncworker.sources import source_for
-from syncworker.sources.base import Head, SourceError, normalize_dir
+from syncworker.sources.base import Head, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ class PollResult:
     skipped: str = ""
     commit: str = ""
     changed: bool = False
-    deployments: list[int] = field(default_factory=list)
+    deployments: list[int] = field(default_factory=list)  # queued, for the fetch stage
+    failed: list[int] = field(default_factory=list)  # failed at once (directory missing)
     error: str = ""
     transient: bool = False
     retry_after: float | None = None
@@ -79,20 +81,20 @@ def poll_repository(
         return result
 
     services = services_with_last_tree(repo, service_ids)
+    # A service whose directory breaks the path rules fails on its own; its siblings
+    # deploy as usual.
+    directories, refused = _directories(services)
     never_deployed = any(s.last_tree is None for s in services)  # type: ignore[attr-defined]
-    source = source_for(repo, workspace=settings.GITOPS["WORKSPACE"])
     try:
+        source = source_for(repo, workspace=settings.GITOPS["WORKSPACE"])
         head = source.head(etag=repo.etag, last_commit=repo.last_seen_commit)
         trees: dict[str, str | None] = {}
         if services and (head.changed or never_deployed or force or not repo.last_seen_commit):
-            trees = source.tree_ids(head.commit, [normalize_dir(s.k8s_yaml_dir) for s in services])
+            trees = source.tree_ids(head.commit, sorted(set(directories.values())))
     except SourceError as exc:
         _record_failure(repo, str(exc), retry_after=exc.retry_after)
-        result.error, result.transient, result.retry_after = (
-            str(exc),
-            exc.transient,
-            exc.retry_after,
-        )
+        result.error, result.transient = str(exc), exc.transient
+        result.retry_after = exc.retry_after
         return result
 
     result.commit, result.changed = head.commit, head.changed
@@ -101,15 +103,24 @@ def poll_repository(
         # once), and re-read what was queued meanwhile, so a tree is queued only once.
         Repository.objects.select_for_update().filter(pk=repo.pk).first()
         _record_success(repo, head)
-        for service in services_with_last_tree(repo, service_ids) if trees else []:
-            directory = normalize_dir(service.k8s_yaml_dir)
-            if directory not in trees:
+        for service in services_with_last_tree(repo, service_ids) if trees or refused else []:
+            last_tree = service.last_tree  # type: ignore[attr-defined]
+            if service.pk in refused:
+                problem = f"k8s_yaml_dir {refused[service.pk]}"
+                tree = None
+            elif (directory := directories.get(service.pk)) not in trees:
                 continue  # enabled after the trees were read: the next poll has it
-            tree = trees[directory]
+            else:
+                tree = trees[directory]
+                problem = f"{directory or '.'} does not exist at {head.commit[:12]}"
             if tree is None:
-                log.warning("%s: %s missing at %s", service.name, directory, head.commit[:12])
+                # Reported once per disappearance, not on every poll; nothing is pruned.
+                if last_tree != "":
+                    result.failed.append(
+                        _fail_missing(service, commit=head.commit, trigger=trigger, error=problem)
+                    )
                 continue
-            if not force and tree == service.last_tree:  # type: ignore[attr-defined]
+            if not force and tree == last_tree:
                 continue
             deployment = queue_deployment(service, commit=head.commit, tree=tree, trigger=trigger)
             result.deployments.append(deployment.pk)
@@ -117,19 +128,33 @@ def poll_repository(
     return result
 
 
-def queue_deployment(service: Service, *, commit: str, tree: str, trigger: str) -> Deployment:
-    """Record a queued deployment and, once committed, hand it to a fetch worker."""
-    from syncworker.tasks import fetch_service
+def _directories(services: list[Service]) -> tuple[dict[int, str], dict[int, str]]:
+    """Each service's directory in canonical form, and the problem of those refused."""
+    directories: dict[int, str] = {}
+    refused: dict[int, str] = {}
+    for service in services:
+        try:
+            directories[service.pk] = rules.repo_path(service.k8s_yaml_dir)
+        except rules.RuleError as exc:
+            refused[service.pk] = str(exc)
+    return directories, refused
 
-    deployment = Deployment.objects.create(
+
+def queue_deployment(service: Service, *, commit: str, tree: str, trigger: str) -> Deployment:
+    """Record a queued deployment (the chain hands it to a fetch worker)."""
+    return Deployment.objects.create(
         service=service,
         cluster=service.cluster,
         commit_sha=commit,
         tree_sha=tree,
         trigger=trigger,
     )
-    transaction.on_commit(lambda: fetch_service.delay(deployment.pk))
-    return deployment
+
+
+def _fail_missing(service: Service, *, commit: str, trigger: str, error: str) -> int:
+    deployment = queue_deployment(service, commit=commit, tree="", trigger=trigger)
+    lifecycle.fail(deployment.pk, Deployment.Reason.SOURCE, error)
+    return deployment.pk
 
 
 def _record_success(repo: Repository, head: Head) -> None:

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syncworker.models import Deployment
+from syncworker.pipeline import handoff
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -24,8 +25,6 @@ Status = Deployment.Status
 
 def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
     """Queue the next task of every stuck deployment; return their ids."""
-    from syncworker.tasks import apply_deployment, fetch_service
-
     grace = older_than or timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
     cutoff = timezone.now() - grace
     stuck = Deployment.objects.filter(
@@ -35,9 +34,9 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
     requeued = []
     for pk, status, digest in stuck.order_by("pk"):
         if status == Status.QUEUED and not digest:
-            fetch_service.delay(pk)
+            handoff.fetch(pk)
         else:
-            apply_deployment.delay(pk)
+            handoff.apply(pk)
         requeued.append(pk)
     if requeued:
         log.warning("re-queued %d stuck deployments: %s", len(requeued), requeued[:20])

@@ -9,8 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -51,16 +49,6 @@ class Document:
     obj: Any
 
 
-def is_dns_label(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 63 and DNS_LABEL.fullmatch(value) is not None
-
-
-def is_dns_subdomain(value: object) -> bool:
-    return (
-        isinstance(value, str) and len(value) <= 253 and DNS_SUBDOMAIN.fullmatch(value) is not None
-    )
-
-
 def field_path(parts: Iterable[str | int]) -> str:
     """``metadata.labels["app.kubernetes.io/name"]``, ``spec.containers[0].env``."""
     text = ""
@@ -72,20 +60,3 @@ def field_path(parts: Iterable[str | int]) -> str:
         else:
             text += f"[{json.dumps(part)}]"
     return text
-
-
-def type_name(value: object) -> str:
-    # bool before int: a YAML true is a Python int too.
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__

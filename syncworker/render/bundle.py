@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from syncworker.applyers.base import ObjectRef
-from syncworker.render import kinds, mutate, parse, stateless, validate
+from syncworker.kube import kinds
+from syncworker.kube.refs import ObjectRef
+from syncworker.render import mutate, parse, stateless, validate
 from syncworker.render.base import RenderError, RenderOptions
 from syncworker.sources.base import SourceFile, normalize_dir
 

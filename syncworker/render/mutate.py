@@ -11,13 +11,14 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from syncworker.applyers.base import (
+from syncworker.kube import kinds
+from syncworker.kube.labels import (
     COMMIT_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SERVICE_LABEL,
 )
-from syncworker.render import kinds, stateless
+from syncworker.render import stateless
 from syncworker.render.base import Document, RenderOptions
 
 

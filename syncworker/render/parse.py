@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from syncworker.render.base import Document, field_path, type_name
+from syncworker.render.base import Document, field_path
 from syncworker.sources.base import SourceFile, UnsafePathError, normalize_dir
-from syncworker.yamlload import ManifestLoader
+from syncworker.yamlload import ManifestLoader, type_name
 
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIX = ".json"

@@ -17,7 +17,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from syncworker.render import kinds
+from syncworker.kube import kinds
 from syncworker.render.base import Document, RenderOptions
 
 APP_VOLUME = "gitops-app"

@@ -12,17 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from syncworker.render import kinds
-from syncworker.render.base import (
-    DNS_SUBDOMAIN,
-    Document,
-    RenderOptions,
-    field_path,
-    is_dns_label,
-    is_dns_subdomain,
-    type_name,
-)
+from syncworker.kube import kinds
+from syncworker.kube.names import DNS_SUBDOMAIN, is_dns_label, is_dns_subdomain
+from syncworker.render.base import Document, RenderOptions, field_path
 from syncworker.sources.base import SourceFile
+from syncworker.yamlload import type_name
 
 # Large enough for upstream install bundles (Argo CD's install.yaml is ~1.5 MB).
 MAX_FILE_BYTES = 4 * 1024 * 1024

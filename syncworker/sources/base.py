@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from syncworker import rules
+
 
 class SourceError(Exception):
     """A failure talking to the Git host. ``transient`` errors are retried with backoff;
@@ -68,14 +70,12 @@ class Source(Protocol):
 
 
 def normalize_dir(path: str) -> str:
-    """A repository-relative directory without leading/trailing slashes; refuses
-    absolute paths and ``..`` so nothing outside the repository is ever read."""
-    if path.startswith("/") or "\\" in path:
-        raise UnsafePathError(f"{path!r}: absolute paths are not allowed")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafePathError(f"{path!r}: '..' is not allowed")
-    return "/".join(parts)
+    """A repository-relative directory in canonical form (``""`` for the root), by the
+    one path rule of ``syncworker.rules``: nothing outside the repository is ever read."""
+    try:
+        return rules.repo_path(path)
+    except rules.RuleError as exc:
+        raise UnsafePathError(str(exc)) from None
 
 
 def resolve_symlink(link_path: str, target: str) -> str:

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         # Served from the apps' static folders (WhiteNoise finders); no collectstatic.
         env["STATIC_ROOT"] = scratch.name
         env.pop("DJANGO_DEBUG", None)
+        # Tests write the file applyer's output under their tmp_path.
+        env["GITOPS_FILE_APPLYER_ROOT"] = tempfile.gettempdir()
+        env["GITOPS_RENDER_DIR"] = os.path.join(scratch.name, "rendered")
         if postgres is not None:
             env["DATABASE_URL"] = postgres.url
         else:

@@ -1,0 +1,11 @@
+"""The marks we put on every object we own, and the name we apply under.
+
+Prune and people find what we own by these labels; server-side apply records our
+fields under ``FIELD_MANAGER``.
+"""
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "simple-gitops"
+SERVICE_LABEL = "simple-gitops.io/service"
+COMMIT_ANNOTATION = "simple-gitops.io/commit"
+FIELD_MANAGER = "simple-gitops"

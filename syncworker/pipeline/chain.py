@@ -1,0 +1,44 @@
+"""The chain of stages, read in one place:
+
+    poll ──▶ fetch ──▶ apply ──▶ notify
+    polling  fetching  deploying  notify      (modules of this package)
+
+Each stage is a plain function over ids: it re-reads its rows, guards on their state,
+does its work and commits. What comes next is decided here and handed off by task name
+(``handoff``), after commit; reaching a final state hands on the notification
+(``lifecycle``). ``syncworker/tasks.py`` wraps these functions in Celery tasks with the
+retry policy, and is the only module that knows Celery's task objects.
+"""
+
+from __future__ import annotations
+
+from syncworker.pipeline import deploying, fetching, handoff, notify, polling
+
+
+def poll(
+    repository_id: int, *, trigger: str, force: bool = False, service_ids: list[int] | None = None
+) -> polling.PollResult:
+    """Has the branch moved, and which services changed? Each gets a fetch."""
+    result = polling.poll_repository(
+        repository_id, trigger=trigger, force=force, service_ids=service_ids
+    )
+    for deployment_id in result.deployments:
+        handoff.fetch(deployment_id)
+    return result
+
+
+def fetch(deployment_id: int) -> fetching.FetchResult:
+    """Read, parse, validate and mutate the service at its commit; a bundle gets applied."""
+    result = fetching.fetch_and_render(deployment_id)
+    if result.rendered:
+        handoff.apply(deployment_id)
+    return result
+
+
+def apply(deployment_id: int) -> deploying.ApplyResult:
+    """Apply in order, once, then prune and record; the final state notifies."""
+    return deploying.apply_deployment(deployment_id)
+
+
+def send_notifications(deployment_id: int) -> int:
+    return notify.notify(deployment_id)

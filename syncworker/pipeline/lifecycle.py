@@ -1,0 +1,159 @@
+"""The Deployment's lifecycle, in one place:
+
+    queued ──▶ applying ──▶ succeeded | failed | superseded
+       └───────────────────▶ failed | superseded   (before touching a cluster)
+
+Every transition is a conditional update on the row's current state, so two workers
+(a redelivered task, the sweep, a second apply worker) can never both make it; each
+function answers whether it did. Reaching a final state records metrics and hands the
+notification on, once committed. Callers never write ``status=`` themselves, and every
+failure carries a ``Deployment.Reason`` beside its free-text error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from syncworker.kube.refs import ObjectRef
+from syncworker.models import Cluster, Deployment
+from syncworker.pipeline import handoff, metrics
+from syncworker.pipeline.inventory import refs_to_json
+
+Status = Deployment.Status
+Reason = Deployment.Reason
+ACTIVE = (Status.QUEUED, Status.APPLYING)
+MAX_ERROR = 20_000
+MAX_OUTPUT = 100_000
+
+
+def store_bundle(
+    deployment_id: int,
+    *,
+    bundle: str,
+    digest: str,
+    refs: Sequence[ObjectRef],
+    warnings: Sequence[str] = (),
+) -> bool:
+    """A queued deployment gets its rendered bundle (it stays queued, for the apply)."""
+    return bool(
+        Deployment.objects.filter(pk=deployment_id, status=Status.QUEUED, bundle_digest="").update(
+            bundle=bundle,
+            bundle_digest=digest,
+            object_count=len(refs),
+            applied_objects=refs_to_json(refs),
+            warnings=list(warnings),
+        )
+    )
+
+
+def start_applying(deployment_id: int, cluster: Cluster) -> bool:
+    """queued (or applying, after a crashed worker) -> applying on ``cluster``."""
+    return bool(
+        Deployment.objects.filter(pk=deployment_id, status__in=ACTIVE).update(
+            status=Status.APPLYING,
+            cluster=cluster,
+            started_at=Coalesce("started_at", timezone.now()),
+        )
+    )
+
+
+def back_to_queue(deployment_id: int, error: str) -> bool:
+    """applying -> queued after a transient error: the retry enters through the same
+    guards as the first attempt."""
+    return bool(
+        Deployment.objects.filter(pk=deployment_id, status=Status.APPLYING).update(
+            status=Status.QUEUED, error=error[:MAX_ERROR]
+        )
+    )
+
+
+def succeed(
+    deployment_id: int, *, output: str = "", pruned: Sequence[ObjectRef] = (), **fields: Any
+) -> bool:
+    """applying -> succeeded."""
+    return _finish(
+        deployment_id,
+        Status.SUCCEEDED,
+        Reason.NONE,
+        from_states=(Status.APPLYING,),
+        output=output,
+        pruned=pruned,
+        error="",
+        **fields,
+    )
+
+
+def fail(
+    deployment_id: int,
+    reason: Reason,
+    error: str,
+    *,
+    output: str = "",
+    pruned: Sequence[ObjectRef] = (),
+    **fields: Any,
+) -> bool:
+    """queued or applying -> failed, for ``reason``."""
+    return _finish(
+        deployment_id,
+        Status.FAILED,
+        reason,
+        from_states=ACTIVE,
+        output=output,
+        pruned=pruned,
+        error=error.strip()[:MAX_ERROR] or f"failed ({reason.label.lower()})",
+        **fields,
+    )
+
+
+def supersede(deployment_id: int) -> bool:
+    """queued or applying -> superseded: a newer deployment of the service overtook it
+    before it touched the cluster."""
+    return _finish(deployment_id, Status.SUPERSEDED, Reason.SUPERSEDED, from_states=ACTIVE)
+
+
+def _finish(
+    deployment_id: int,
+    status: Status,
+    reason: Reason,
+    *,
+    from_states: Sequence[Status],
+    output: str | None = None,
+    pruned: Sequence[ObjectRef] = (),
+    **fields: Any,
+) -> bool:
+    now = timezone.now()
+    if output is not None:
+        fields["output"] = output[-MAX_OUTPUT:]
+    if pruned:
+        fields["pruned_objects"] = refs_to_json(pruned)
+    if status != Status.SUPERSEDED:  # a superseded deployment never started
+        fields["started_at"] = Coalesce("started_at", now)
+    done = Deployment.objects.filter(pk=deployment_id, status__in=from_states).update(
+        status=status, reason=reason, finished_at=now, **fields
+    )
+    if done:
+        transaction.on_commit(lambda: _finished(deployment_id))
+    return bool(done)
+
+
+def _finished(deployment_id: int) -> None:
+    """After a final state is committed: metrics, then the notification (its own task,
+    so a slow receiver never holds a worker of the pipeline)."""
+    deployment = (
+        Deployment.objects.select_related("service__repository").filter(pk=deployment_id).first()
+    )
+    if deployment is None:
+        return
+    duration = deployment.duration
+    metrics.record_deployment(
+        deployment.status,
+        reason=deployment.reason,
+        seconds=duration.total_seconds() if duration else None,
+        repository=deployment.service.repository.key,
+    )
+    handoff.notify(deployment_id)
