@@ -91,6 +91,8 @@ class RepositoryForm(forms.ModelForm):
             "token",
             "webhook_secret",
             "poll_interval",
+            "allowed_namespaces",
+            "allowed_cluster_resources",
             "enabled",
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -28,8 +29,8 @@ class Rule:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, value: str) -> None:
-        check: Callable[[str], str] = getattr(rules, self.name)
+    def __call__(self, value: Any) -> None:
+        check: Callable[[Any], object] = getattr(rules, self.name)
         try:
             check(value)
         except rules.RuleError as exc:
@@ -115,6 +116,23 @@ class Repository(models.Model):
     webhook_secret = models.CharField(max_length=500, blank=True)
     poll_interval = models.PositiveIntegerField(
         default=60, validators=[MinValueValidator(1), MaxValueValidator(2**31 - 1)]
+    )
+    # Where this repository's bundles may reach; null: anywhere, []: nowhere.
+    allowed_namespaces = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        validators=[Rule("name_patterns")],
+        help_text='Namespaces its services may deploy to (patterns such as "shop-*"); '
+        "null: unrestricted; []: none.",
+    )
+    allowed_cluster_resources = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        validators=[Rule("kind_list")],
+        help_text='Cluster-scoped kinds its services may create ("ClusterRole", '
+        '"rbac.authorization.k8s.io/ClusterRole", "*"); null: unrestricted; []: none.',
     )
     enabled = models.BooleanField(default=True)
     managed_by_config = models.BooleanField(default=False, editable=False)
@@ -222,6 +240,7 @@ class Deployment(models.Model):
         CLUSTER = "cluster", "No cluster to apply to"
         INSTALL = "install", "Applyer could not be installed"
         CONFLICT = "conflict", "Object owned by another service"
+        POLICY = "policy", "Outside the repository's allowed namespaces or kinds"
         APPLY = "apply", "Rejected by the cluster"
         PRUNE = "prune", "Prune failed"
         HEALTH = "health", "Objects did not become healthy"

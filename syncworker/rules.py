@@ -58,6 +58,26 @@ def github_name(value: str) -> str:
     return value
 
 
+def name_patterns(value: object) -> list[str]:
+    """A list of namespace names or shell-style patterns (``shop``, ``team-*``)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RuleError("expected a list of namespace names or patterns")
+    for pattern in value:
+        if not re.fullmatch(r"[a-z0-9*?\[\]-]{1,63}", pattern):
+            raise RuleError(f"{pattern!r} is not a namespace name or pattern")
+    return value
+
+
+def kind_list(value: object) -> list[str]:
+    """A list of kinds (``ClusterRole``), group-qualified kinds or ``*``."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RuleError("expected a list of kinds")
+    for kind in value:
+        if not re.fullmatch(r"\*|([a-z0-9.-]+/)?[A-Z][A-Za-z0-9]*", kind):
+            raise RuleError(f"{kind!r} is not a kind (ClusterRole, group/Kind or *)")
+    return value
+
+
 def repo_path(value: str) -> str:
     """A directory inside the repository, canonical: no leading, trailing or doubled
     slashes, no ``.`` parts; ``""`` is the repository root. Refuses everything that could

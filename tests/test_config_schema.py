@@ -479,3 +479,22 @@ def test_a_missing_file_is_named() -> None:
     assert excinfo.value.errors == [
         "cannot read /nonexistent/gitops-config.yaml: No such file or directory"
     ]
+
+
+def test_a_repository_may_restrict_namespaces_and_cluster_resources() -> None:
+    config = parse_config(
+        "github_configs:\n  shop:\n    url: https://git.example.com/shop.git\n"
+        "    namespaces: [shop, 'shop-*']\n    cluster_resources: []\n"
+    )
+    (repo,) = config.repositories
+    assert (repo.namespaces, repo.cluster_resources) == (("shop", "shop-*"), ())
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            "github_configs:\n  shop:\n    url: https://git.example.com/shop.git\n"
+            "    namespaces: [Shop_EU]\n    cluster_resources: clusterrole\n"
+        )
+    assert caught.value.errors == [
+        "github_configs.shop.namespaces: 'Shop_EU' is not a namespace name or pattern",
+        "github_configs.shop.cluster_resources: expected a list, got a string",
+    ]

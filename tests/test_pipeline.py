@@ -239,25 +239,45 @@ def test_each_repository_has_a_beat_schedule_in_step_with_it(cluster: Cluster) -
     assert not PeriodicTask.objects.filter(name=f"gitops-poll:{pk}").exists()
 
 
-def test_the_sweep_requeues_deployments_whose_task_was_lost(monorepo: Repository) -> None:
+def test_the_sweep_resends_what_a_dead_worker_or_a_lost_broker_left_behind(
+    monorepo: Repository, cluster: Cluster
+) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from syncworker.pipeline.recovery import requeue_stuck
+    from syncworker.pipeline.deploying import lease_key
+    from syncworker.pipeline.recovery import EPOCH_KEY, requeue_stuck
 
     web, api, db = poll_repository(monorepo.pk).deployments
     fetch_and_render(api)
-    long_ago = timezone.now() - timedelta(hours=1)
-    Deployment.objects.filter(pk__in=[web, api]).update(queued_at=long_ago)
-    Deployment.objects.filter(pk=db).update(status=Status.APPLYING, started_at=long_ago)
+    fetch_and_render(db)
+    redis_client().delete(EPOCH_KEY, lease_key(cluster.pk))
 
-    assert requeue_stuck() == [web, api, db]
-    assert requeue_stuck(older_than=timedelta(days=1)) == []
-    for pk in (web, api):
-        fetch_and_render(pk)
-    fetch_and_render(db)  # applying already: the fetch guard leaves it alone
-    assert apply_deployment(db).skipped == "not rendered yet"
+    assert requeue_stuck() == [web, api, db], "the broker lost its data: everything again"
+    assert requeue_stuck() == [], "nothing waits long enough yet"
+
+    Deployment.objects.filter(pk=db).update(status=Status.APPLYING, cluster=cluster)
+    redis_client().set(lease_key(cluster.pk), "held", ex=30)
+    assert requeue_stuck() == [], "a live apply holds its cluster's lease"
+    redis_client().delete(lease_key(cluster.pk))
+    assert requeue_stuck() == [db], "applying without a lease: its worker died"
+
+    minutes_ago = timezone.now() - timedelta(minutes=2)
+    Deployment.objects.filter(pk=db).update(status=Status.QUEUED)
+    Deployment.objects.filter(pk__in=[api, db]).update(queued_at=minutes_ago)
+    assert requeue_stuck() == [api], "the oldest rendered one of a free cluster"
+    Deployment.objects.filter(pk=web).update(queued_at=timezone.now() - timedelta(hours=1))
+    assert requeue_stuck() == [web, api], "and a fetch that waited past the time limit"
+    assert requeue_stuck(older_than=timedelta(days=1)) == [api]
+
+
+def test_resent_tasks_are_harmless_after_the_first_one_ran(monorepo: Repository) -> None:
+    web, *_ = poll_repository(monorepo.pk).deployments
+    fetch_and_render(web)
+    assert fetch_and_render(web).skipped, "a second fetch stores nothing"
+    assert apply_deployment(web).status == Status.SUCCEEDED
+    assert apply_deployment(web).skipped == "already finished"
 
 
 def test_migrate_schedules_the_stuck_deployment_sweep() -> None:
@@ -313,3 +333,102 @@ def test_a_service_directory_removed_from_git_fails_once_and_prunes_nothing(
     git_repo.commit({"apps/db/cm.yaml": configmap("db", "back")})
     back = run_queued(poll_repository(monorepo.pk).deployments)
     assert [(d.service.name, d.status) for d in back] == [("db", "succeeded")]
+
+
+def test_a_transient_failure_is_retried_with_doubling_backoff_until_it_succeeds(
+    monorepo: Repository,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from syncworker.pipeline import lifecycle
+
+    run_queued(poll_repository(monorepo.pk).deployments)
+    web = Service.objects.get(name="web")
+    Repository.objects.filter(pk=monorepo.pk).update(poll_interval=60)
+    tree = web.deployments.get().tree_sha
+
+    def fail_transiently(ago: timedelta) -> None:
+        (pk,) = poll_repository(monorepo.pk, force=True, service_ids=[web.pk]).deployments
+        assert lifecycle.fail(pk, Deployment.Reason.RETRIES, "gave up after retries: refused")
+        Deployment.objects.filter(pk=pk).update(finished_at=timezone.now() - ago)
+
+    fail_transiently(ago=timedelta(seconds=30))
+    assert poll_repository(monorepo.pk).deployments == [], "within the first 60 s backoff"
+
+    Deployment.objects.filter(service=web).update(
+        finished_at=timezone.now() - timedelta(seconds=61)
+    )
+    (retry,) = poll_repository(monorepo.pk).deployments
+    assert Deployment.objects.get(pk=retry).tree_sha == tree
+    assert lifecycle.fail(retry, Deployment.Reason.RETRIES, "gave up after retries: refused")
+    Deployment.objects.filter(pk=retry).update(finished_at=timezone.now() - timedelta(seconds=90))
+    assert poll_repository(monorepo.pk).deployments == [], "two in a row: 120 s now"
+
+    Deployment.objects.filter(pk=retry).update(finished_at=timezone.now() - timedelta(seconds=121))
+    (again,) = poll_repository(monorepo.pk).deployments
+    assert [d.status for d in run_queued([again])] == [Status.SUCCEEDED]
+    assert poll_repository(monorepo.pk).deployments == [], "succeeded: nothing more to retry"
+
+
+def test_a_permanent_failure_is_not_retried_until_something_changes(
+    monorepo: Repository, git_repo: WorkingCopy
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    git_repo.commit({"apps/web/cm.yaml": "kind: [broken\n"})
+    (broken,) = run_queued(poll_repository(monorepo.pk).deployments)
+    assert (broken.status, broken.reason) == (Status.FAILED, Deployment.Reason.RENDER)
+
+    Repository.objects.filter(pk=monorepo.pk).update(last_seen_commit="", etag="")
+    assert poll_repository(monorepo.pk).deployments == []
+
+
+def test_a_bundle_outside_the_repositorys_namespaces_and_kinds_fails_naming_them(
+    monorepo: Repository, git_repo: WorkingCopy
+) -> None:
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
+    git_repo.commit(
+        {
+            "apps/web/cm.yaml": yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "web", "namespace": "billing"},
+                }
+            ),
+            "apps/web/role.yaml": yaml.safe_dump({**role, "metadata": {"name": "root"}}),
+            "apps/api/cm.yaml": yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "api", "namespace": "shop-eu"},
+                }
+            ),
+        }
+    )
+    Repository.objects.filter(pk=monorepo.pk).update(
+        allowed_namespaces=["shop-*"], allowed_cluster_resources=[]
+    )
+
+    by_name = {d.service.name: d for d in run_queued(poll_repository(monorepo.pk).deployments)}
+
+    web = by_name["web"]
+    assert (web.status, web.reason) == (Status.FAILED, Deployment.Reason.POLICY)
+    assert (
+        "ConfigMap billing/web: namespace 'billing' is not allowed (allowed: shop-*)" in web.error
+    )
+    assert "ClusterRole root: cluster-scoped ClusterRole is not allowed (allowed kinds: none)" in (
+        web.error
+    )
+    assert web.bundle_digest == "", "refused before anything was stored for the apply"
+    assert by_name["api"].status == Status.SUCCEEDED
+    assert by_name["db"].status == Status.FAILED, "db lands in 'default', not shop-*"
+
+    Repository.objects.filter(pk=monorepo.pk).update(
+        allowed_namespaces=None, allowed_cluster_resources=["rbac.authorization.k8s.io/ClusterRole"]
+    )
+    again = run_queued(
+        poll_repository(monorepo.pk, force=True, service_ids=[web.service_id]).deployments
+    )
+    assert [d.status for d in again] == [Status.SUCCEEDED]

@@ -14,15 +14,21 @@ from kubernetes import client as k8s
 
 from gitops_site.celery import app
 from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
+from syncworker.pipeline.deploying import lease_key
+from syncworker.pipeline.redisconn import redis_client
+from syncworker.pipeline.schedules import ensure_sweep_schedule
 from syncworker.tasks import poll_repository
+from tests.support.beat import beat_process
 from tests.support.gitserver import WorkingCopy
 from tests.support.receiver import Receiver
 from tests.support.workers import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.kube, pytest.mark.django_db(transaction=True)]
 Status = Deployment.Status
-# Short redelivery and lock lease, so a crash is recovered in seconds, not minutes.
-CRASH_RECOVERY_ENV = {"CELERY_VISIBILITY_TIMEOUT": "3", "GITOPS_APPLY_LOCK_TTL": "4"}
+# A short cluster lease, so a dead apply worker frees its cluster in seconds; Redis'
+# visibility timeout stays at its default (far longer than the test): recovery must come
+# from the lease and the sweep, not from redelivery.
+CRASH_RECOVERY_ENV = {"GITOPS_APPLY_LOCK_TTL": "6"}
 
 
 def cm(name: str, namespace: str, value: str) -> str:
@@ -172,8 +178,8 @@ def test_broken_yaml_fails_naming_the_file_and_leaves_the_cluster_as_it_was(
     assert "ok" not in names
 
 
-def test_three_quick_commits_end_at_the_last_without_inverting_the_order(
-    celery_worker_process: WorkerProcess,
+def test_quick_commits_queued_behind_a_busy_cluster_end_at_the_last_in_order(
+    apply_worker: dict[str, WorkerProcess],
     cluster: Cluster,
     core: k8s.CoreV1Api,
     kube_namespace: str,
@@ -185,27 +191,37 @@ def test_three_quick_commits_end_at_the_last_without_inverting_the_order(
     sync(repo)
     finished(service, 1)
 
-    last = ""
-    for value in ("1", "2", "3"):
-        last = git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, value)})
-        poll_repository.delay(repo.pk, trigger="webhook")
-    deadline = time.monotonic() + 90
-    while not service.deployments.filter(commit_sha=last, status__in=Deployment.FINAL_STATES):
-        assert time.monotonic() < deadline, list(service.deployments.values("status"))
-        time.sleep(0.2)
-    time.sleep(1)  # let anything still queued reach its final state
-    history = list(service.deployments.order_by("pk"))
+    # Someone else holds the cluster: the three commits pile up behind it.
+    lease = redis_client().lock(lease_key(cluster.pk), timeout=60, thread_local=False)
+    # The first apply lets its lease go a moment after its row is final.
+    assert lease.acquire(blocking=True, blocking_timeout=10)
+    try:
+        commits = []
+        for value in ("1", "2", "3"):
+            commits.append(git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, value)}))
+            sync(repo)
+        deadline = time.monotonic() + 60
+        while service.deployments.exclude(bundle_digest="").count() < 4:
+            assert time.monotonic() < deadline, list(service.deployments.values("status"))
+            time.sleep(0.1)
+        assert core.read_namespaced_config_map("alpha", ns).data == {"value": "0"}
+    finally:
+        lease.release()
+    history = finished(service, 4, timeout=90)
 
+    assert [d.commit_sha for d in history[1:]] == commits
+    assert [d.status for d in history[1:]] == [
+        Status.SUPERSEDED,
+        Status.SUPERSEDED,
+        Status.SUCCEEDED,
+    ]
+    assert all(d.started_at is None for d in history[1:3])
+    finishing = [d.finished_at for d in history]
+    assert finishing == sorted(finishing), "finished in the order they were queued"  # type: ignore[type-var]
     assert core.read_namespaced_config_map("alpha", ns).data == {"value": "3"}
-    assert history[-1].commit_sha == last and history[-1].status == Status.SUCCEEDED
-    assert {d.status for d in history} <= {Status.SUCCEEDED, Status.SUPERSEDED}
-    applied = [d for d in history if d.status == Status.SUCCEEDED]
-    # Applied in the order they were queued: finishing times follow the ids.
-    assert [d.finished_at for d in applied] == sorted(d.finished_at for d in applied)  # type: ignore[type-var]
-    assert all(d.started_at is None for d in history if d.status == Status.SUPERSEDED)
 
 
-def test_an_apply_worker_killed_mid_apply_is_redelivered_and_completes_once(
+def test_an_apply_worker_killed_mid_apply_is_resumed_by_the_sweep_within_a_minute(
     apply_worker: dict[str, WorkerProcess],
     worker_database_url: str,
     cluster: Cluster,
@@ -213,25 +229,29 @@ def test_an_apply_worker_killed_mid_apply_is_redelivered_and_completes_once(
     kube_namespace: str,
     git_repo: WorkingCopy,
 ) -> None:
+    ensure_sweep_schedule()
     ns = kube_namespace
     git_repo.commit({"deploy/app/all.yaml": many_cms(400, ns, "1")})
     repo, (service,) = make_repo(git_repo, "app")
-    sync(repo)
+    with beat_process(worker_database_url, env=CRASH_RECOVERY_ENV):
+        sync(repo)
+        deadline = time.monotonic() + 60
+        while not service.deployments.filter(status=Status.APPLYING).exists():
+            assert time.monotonic() < deadline, list(service.deployments.values("status"))
+            time.sleep(0.02)
+        apply_worker["apply"].kill()
+        killed_at = time.monotonic()
+        interrupted = service.deployments.get()
+        assert interrupted.status == Status.APPLYING
+        apply_worker["apply"] = start_worker(
+            worker_database_url, queues="apply", concurrency=1, env=CRASH_RECOVERY_ENV
+        )
 
-    deadline = time.monotonic() + 60
-    while not service.deployments.filter(status=Status.APPLYING).exists():
-        assert time.monotonic() < deadline, list(service.deployments.values("status"))
-        time.sleep(0.02)
-    apply_worker["apply"].kill()
-    interrupted = service.deployments.get()
-    assert interrupted.status == Status.APPLYING
-    apply_worker["apply"] = start_worker(
-        worker_database_url, queues="apply", concurrency=1, env=CRASH_RECOVERY_ENV
-    )
-
-    (done,) = finished(service, 1, timeout=120)
+        (done,) = finished(service, 1, timeout=60)
+        recovered_in = time.monotonic() - killed_at
 
     assert done.pk == interrupted.pk and done.status == Status.SUCCEEDED, done.error
+    assert recovered_in < 60, f"recovered after {recovered_in:.0f}s"
     assert service.deployments.count() == 1
     assert done.object_count == 400
     names = {i.metadata.name for i in core.list_namespaced_config_map(ns).items if i.metadata}
@@ -252,18 +272,26 @@ def test_notifications_report_success_and_failure_and_a_hanging_receiver_stalls_
         repo, (service,) = make_repo(git_repo, "app")
         sync(repo)
         first = finished(service, 1)[0]
-        git_repo.commit({"deploy/app/a.yaml": "kind: [unclosed\n"})
+        # The second change needs the (single-process) apply worker again: were the
+        # hanging notification sent from the apply path, it would wait 30 s for it.
+        git_repo.commit({"deploy/app/a.yaml": cm("alpha", kube_namespace, "2")})
         sync(repo)
         second = finished(service, 2, timeout=20)[-1]
+        git_repo.commit({"deploy/app/a.yaml": "kind: [unclosed\n"})
+        sync(repo)
+        third = finished(service, 3, timeout=20)[-1]
 
-        # The second deployment finished while the first notification still hung.
-        assert (first.status, second.status) == (Status.SUCCEEDED, Status.FAILED)
+        assert (first.status, second.status, third.status) == (
+            Status.SUCCEEDED,
+            Status.SUCCEEDED,
+            Status.FAILED,
+        )
         assert second.finished_at - first.finished_at < timedelta_seconds(10)  # type: ignore[operator]
         deadline = time.monotonic() + 60
-        while len(listening.bodies) < 2 and time.monotonic() < deadline:
+        while len(listening.bodies) < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
         statuses = sorted(str(b["status"]) for b in listening.bodies)
-        assert statuses == ["failed", "succeeded"]
+        assert statuses == ["failed", "succeeded", "succeeded"]
         assert any("GitOps deployment failed: app" in str(b["text"]) for b in listening.bodies)
     finally:
         listening.close()

@@ -52,6 +52,8 @@ class RepositorySerializer(ModelRulesMixin):
             "has_token",
             "has_webhook_secret",
             "poll_interval",
+            "allowed_namespaces",
+            "allowed_cluster_resources",
             "enabled",
             "managed_by_config",
             "last_polled_at",

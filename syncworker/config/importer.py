@@ -168,6 +168,10 @@ def _repository_fields(spec: RepoSpec) -> dict[str, Any]:
         "api_url": spec.api_url,
         "branch": spec.branch,
         "poll_interval": spec.poll_interval,
+        "allowed_namespaces": list(spec.namespaces) if spec.namespaces is not None else None,
+        "allowed_cluster_resources": (
+            list(spec.cluster_resources) if spec.cluster_resources is not None else None
+        ),
         "enabled": True,
         "managed_by_config": True,
     }

@@ -59,6 +59,8 @@ _REPO_KEYS = (
     "webhook_secret",
     "webhook_secret_file",
     "poll_interval",
+    "namespaces",
+    "cluster_resources",
 )
 _SERVICE_KEYS = ("name", "github", "repo", "k8s_yaml_dir", "namespace", "prune", "stateless")
 
@@ -81,6 +83,9 @@ class RepoSpec:
     api_url: str
     branch: str
     poll_interval: int
+    # Where its services may deploy (None: anywhere), as Argo CD projects restrict apps.
+    namespaces: tuple[str, ...] | None = None
+    cluster_resources: tuple[str, ...] | None = None
     # None means "not set in the file": the importer keeps what is stored, so a secret
     # entered in the admin survives a reload. "" clears it. Kept out of repr().
     token: str | None = field(default=None, repr=False)
@@ -215,6 +220,8 @@ def _repository(r: Reader, key: str, poll_interval: int, base_dir: Path | None) 
     api_url = r.string("api_url", max_length=500)
     branch = r.string("branch", required=r.has("branch"), max_length=255) or DEFAULT_BRANCH
     own_interval = _poll_interval(r)
+    namespaces = _list_rule(r, "namespaces", rules.name_patterns)
+    cluster_resources = _list_rule(r, "cluster_resources", rules.kind_list)
     token = _secret(r, "token", "token_file", base_dir)
     webhook_secret = _secret(r, "webhook_secret", "webhook_secret_file", base_dir)
     check(r, "branch", rules.branch, branch)
@@ -238,6 +245,8 @@ def _repository(r: Reader, key: str, poll_interval: int, base_dir: Path | None) 
         api_url=api_url or "",
         branch=branch,
         poll_interval=own_interval or poll_interval,
+        namespaces=namespaces,
+        cluster_resources=cluster_resources,
         token=token,
         webhook_secret=webhook_secret,
     )
@@ -280,6 +289,17 @@ def _identity(
             return None
         return "github", owner, name, url
     return "git", owner or "", name or "", url
+
+
+def _list_rule(r: Reader, key: str, rule: Callable[[object], list[str]]) -> tuple[str, ...] | None:
+    value = r.sequence(key)
+    if value is None:
+        return None
+    try:
+        return tuple(rule(value))
+    except rules.RuleError as exc:
+        r.error(key, str(exc))
+        return None
 
 
 def _secret(r: Reader, key: str, file_key: str, base_dir: Path | None) -> str | None:

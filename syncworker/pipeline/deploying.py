@@ -68,7 +68,7 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
     # A short lease kept alive while we work: a worker that dies (SIGKILL, lost node)
     # frees the cluster within the lease, and the redelivered task can go on.
     lock = redis_client().lock(
-        f"gitops:apply-lock:{cluster.pk}",
+        lease_key(cluster.pk),
         timeout=settings.GITOPS["APPLY_LOCK_TTL"],
         blocking_timeout=settings.GITOPS["APPLY_LOCK_WAIT"],
         thread_local=False,
@@ -90,6 +90,11 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
             log.warning("apply lock of cluster %s expired before release", cluster.name)
 
 
+def lease_key(cluster_id: int) -> str:
+    """The Redis key of a cluster's apply lease; the recovery sweep reads it too."""
+    return f"gitops:apply-lock:{cluster_id}"
+
+
 def _keep_lock(lock: Lock, stop: threading.Event) -> None:
     while not stop.wait(settings.GITOPS["APPLY_LOCK_TTL"] / 3):
         try:
@@ -109,6 +114,11 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
         return result
     if not deployment.bundle_digest:
         result.skipped = "not rendered yet"
+        return result
+    if taken := _owned_elsewhere(deployment, cluster):
+        # Never take an object another service manages: fail before touching the cluster.
+        lifecycle.fail(deployment.pk, Reason.CONFLICT, taken)
+        result.status, result.error = Status.FAILED, taken
         return result
     lifecycle.start_applying(deployment.pk, cluster)
     try:
@@ -160,6 +170,16 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
             )
     result.status = Status.SUCCEEDED if ok else Status.FAILED
     return result
+
+
+def _owned_elsewhere(deployment: Deployment, cluster: Cluster) -> str:
+    """Why the bundle may not be applied: objects in another service's inventory."""
+    desired = inventory.refs_from_json(deployment.applied_objects)
+    taken = inventory.owners(deployment.service, cluster, desired)
+    return "\n".join(
+        f"{ref} is owned by service {owner}; remove it from one of the two services"
+        for ref, owner in sorted(taken.items())
+    )
 
 
 def _overtaken(deployment: Deployment) -> bool:

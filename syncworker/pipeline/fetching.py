@@ -15,6 +15,7 @@ from django.conf import settings
 from syncworker.models import Deployment
 from syncworker.pipeline import lifecycle
 from syncworker.render import RenderError, RenderOptions, render_bundle
+from syncworker.render.policy import check_tenancy
 from syncworker.sources import source_for
 from syncworker.sources.base import SourceError, UnsafePathError, normalize_dir
 
@@ -77,6 +78,15 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
             lifecycle.fail(deployment.pk, Reason.FETCH, f"fetch failed: {exc}")
         return result
 
+    repo = service.repository
+    if problems := check_tenancy(
+        bundle.objects,
+        namespaces=repo.allowed_namespaces,
+        cluster_resources=repo.allowed_cluster_resources,
+    ):
+        result.error = f"outside what repository {repo.key} may touch:\n" + "\n".join(problems)
+        lifecycle.fail(deployment.pk, Reason.POLICY, result.error)
+        return result
     result.rendered = lifecycle.store_bundle(
         deployment.pk, bundle=bundle.yaml, digest=bundle.digest, refs=bundle.refs
     )

@@ -33,6 +33,25 @@ def stale(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> l
     return sorted(r for r in current(service, cluster) if _identity(r) not in wanted)
 
 
+def owners(
+    service: Service, cluster: Cluster, desired: Iterable[ObjectRef]
+) -> dict[ObjectRef, str]:
+    """The objects of ``desired`` that another service's inventory holds on ``cluster``,
+    with that service's name. Compared by group, kind, namespace and name."""
+    wanted = {_identity(r): r for r in desired}
+    rows = (
+        AppliedObject.objects.filter(cluster=cluster, name__in={r.name for r in wanted.values()})
+        .exclude(service=service)
+        .values_list("api_version", "kind", "namespace", "name", "service__name")
+    )
+    found: dict[ObjectRef, str] = {}
+    for *ref, owner in rows:
+        mine = wanted.get(_identity(ObjectRef(*ref)))
+        if mine is not None:
+            found[mine] = owner
+    return found
+
+
 def replace(
     service: Service, cluster: Cluster, refs: Iterable[ObjectRef], deployment: Deployment
 ) -> None:

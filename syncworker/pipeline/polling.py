@@ -40,22 +40,65 @@ class PollResult:
     retry_after: float | None = None
 
 
+# A deployment that failed for one of these reasons did not really try its tree: the
+# service keeps retrying it, with backoff, until it succeeds or a newer commit comes.
+RETRYABLE = (Deployment.Reason.RETRIES,)
+MAX_RETRY_DELAY = timedelta(hours=1)
+
+
 def services_with_last_tree(
     repository: Repository, service_ids: list[int] | None = None
 ) -> list[Service]:
     """Enabled services of the repository, each annotated with ``last_tree``: the tree
     id of its newest deployment that came from Git (rollbacks are deliberate and do not
-    count, so the next Git change still deploys)."""
-    newest = (
-        Deployment.objects.filter(service=OuterRef("pk"))
-        .exclude(trigger=Deployment.Trigger.ROLLBACK)
-        .order_by("-id")
-        .values("tree_sha")[:1]
+    count, so the next Git change still deploys; transient failures do not count either),
+    and ``retry_tree``/``retry_at`` when its newest deployment failed transiently."""
+    from_git = Deployment.objects.filter(service=OuterRef("pk")).exclude(
+        trigger=Deployment.Trigger.ROLLBACK
     )
+    tried = from_git.exclude(status=Deployment.Status.FAILED, reason__in=RETRYABLE)
+    newest = from_git.order_by("-id")
     services = repository.services.filter(enabled=True)
     if service_ids is not None:
         services = services.filter(pk__in=service_ids)
-    return list(services.annotate(last_tree=Subquery(newest)).order_by("pk"))
+    rows: list[Service] = list(
+        services.annotate(
+            last_tree=Subquery(tried.order_by("-id").values("tree_sha")[:1]),
+            last_tried_id=Subquery(tried.order_by("-id").values("pk")[:1]),
+            newest_reason=Subquery(newest.values("reason")[:1]),
+            newest_status=Subquery(newest.values("status")[:1]),
+            newest_tree=Subquery(newest.values("tree_sha")[:1]),
+            newest_finished=Subquery(newest.values("finished_at")[:1]),
+        ).order_by("pk")
+    )
+    _plan_retries(repository, rows)
+    return rows
+
+
+def _plan_retries(repository: Repository, services: list[Service]) -> None:
+    """``retry_tree`` and ``retry_at`` on services whose newest deployment failed for a
+    transient reason: the delay doubles with each such failure in a row, from the poll
+    interval up to an hour."""
+    waiting = [
+        s
+        for s in services
+        if s.newest_status == Deployment.Status.FAILED  # type: ignore[attr-defined]
+        and s.newest_reason in RETRYABLE  # type: ignore[attr-defined]
+    ]
+    for service in services:
+        service.retry_tree = service.retry_at = None  # type: ignore[attr-defined]
+    for service in waiting:
+        failures = Deployment.objects.filter(
+            service=service,
+            status=Deployment.Status.FAILED,
+            reason__in=RETRYABLE,
+            pk__gt=service.last_tried_id or 0,  # type: ignore[attr-defined]
+        ).count()
+        delay = min(
+            timedelta(seconds=repository.poll_interval * 2 ** (failures - 1)), MAX_RETRY_DELAY
+        )
+        service.retry_tree = service.newest_tree  # type: ignore[attr-defined]
+        service.retry_at = (service.newest_finished or timezone.now()) + delay  # type: ignore[attr-defined]
 
 
 def poll_repository(
@@ -85,11 +128,14 @@ def poll_repository(
     # deploy as usual.
     directories, refused = _directories(services)
     never_deployed = any(s.last_tree is None for s in services)  # type: ignore[attr-defined]
+    retry_due = any(s.retry_at and s.retry_at <= now for s in services)  # type: ignore[attr-defined]
     try:
         source = source_for(repo, workspace=settings.GITOPS["WORKSPACE"])
         head = source.head(etag=repo.etag, last_commit=repo.last_seen_commit)
         trees: dict[str, str | None] = {}
-        if services and (head.changed or never_deployed or force or not repo.last_seen_commit):
+        if services and (
+            head.changed or never_deployed or retry_due or force or not repo.last_seen_commit
+        ):
             trees = source.tree_ids(head.commit, sorted(set(directories.values())))
     except SourceError as exc:
         _record_failure(repo, str(exc), retry_after=exc.retry_after)
@@ -120,7 +166,11 @@ def poll_repository(
                         _fail_missing(service, commit=head.commit, trigger=trigger, error=problem)
                     )
                 continue
-            if not force and tree == last_tree:
+            retry_at = service.retry_at  # type: ignore[attr-defined]
+            if tree == service.retry_tree:  # type: ignore[attr-defined]
+                if not force and retry_at > now:
+                    continue  # a transient failure of this very tree: wait for its backoff
+            elif not force and tree == last_tree:
                 continue
             deployment = queue_deployment(service, commit=head.commit, tree=tree, trigger=trigger)
             result.deployments.append(deployment.pk)

@@ -1,43 +1,99 @@
-"""Re-queue deployments whose task message was lost.
+"""Resume deployments whose task died with its worker or was lost with the broker.
 
-Celery redelivers a task whose worker died (acks_late), but a message can still be lost
-outright, e.g. when Redis restarts without persistence. Beat runs this sweep every
-minute: a deployment that has sat queued or applying for longer than any task may run
-gets its next task queued again. The state guards of fetch and apply make a duplicate
-harmless, so the sweep can be generous.
+Celery redelivers a task whose worker died (acks_late), but only after Redis' visibility
+timeout, which must outlast the longest apply; and a message can be lost outright when
+Redis restarts without persistence. Beat runs this sweep every 15 s (``schedules.SWEEP_SECONDS``);
+the state guards of fetch and apply make a duplicate message harmless, so the sweep re-sends
+whenever a deployment *may* have lost its message:
+
+- ``applying`` while nobody holds its cluster's lease: the worker that applied it died
+  (a live apply renews its lease every few seconds), so the apply is resumed once the
+  lease has expired, not after the visibility timeout;
+- the broker lost its data (our epoch marker in Redis is gone): every deployment that is
+  not final gets its next task again;
+- per cluster with a free lease, the oldest rendered deployment waiting longer than
+  ``STALLED_SECONDS``, and any deployment waiting for its fetch longer than the task time
+  limit: a message stuck with a dead worker or dropped on the way.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 
+import redis
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import IntegerField, Min, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from syncworker.models import Deployment
+from syncworker.models import Cluster, Deployment
 from syncworker.pipeline import handoff
+from syncworker.pipeline.deploying import lease_key
+from syncworker.pipeline.redisconn import redis_client
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
+STALLED_SECONDS = 60
+EPOCH_KEY = "gitops:broker-epoch"
+MAX_FETCHES_PER_SWEEP = 200
 
 
 def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
-    """Queue the next task of every stuck deployment; return their ids."""
-    grace = older_than or timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
-    cutoff = timezone.now() - grace
-    stuck = Deployment.objects.filter(
-        Q(status=Status.QUEUED, queued_at__lt=cutoff)
-        | Q(status=Status.APPLYING, started_at__lt=cutoff)
-    ).values_list("pk", "status", "bundle_digest")
+    """Queue the next task of every deployment that may have lost its own; return their
+    ids. ``older_than`` overrides how long a fetch may wait before it is re-sent."""
+    try:
+        client = redis_client()
+        if client.set(EPOCH_KEY, uuid.uuid4().hex, nx=True):
+            # The marker was missing: first sweep ever, or Redis lost every message.
+            return _resend(Deployment.objects.filter(status__in=[Status.QUEUED, Status.APPLYING]))
+        active = Deployment.objects.filter(status__in=[Status.QUEUED, Status.APPLYING])
+        # A queued deployment without a cluster goes to the default one.
+        default = Cluster.objects.filter(is_default=True).values_list("pk", flat=True).first()
+        clusters = sorted(
+            {default if pk is None else pk for pk in active.values_list("cluster_id", flat=True)}
+            - {None}
+        )
+        pipe = client.pipeline(transaction=False)
+        for cluster_id in clusters:
+            pipe.exists(lease_key(cluster_id))
+        free = [pk for pk, held in zip(clusters, pipe.execute(), strict=True) if not held]
+    except redis.RedisError as exc:
+        log.warning("sweep skipped, Redis unavailable: %s", exc)
+        return []
+    now = timezone.now()
+    stalled = now - timedelta(seconds=STALLED_SECONDS)
+    fetch_grace = older_than or timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    on_free = Q(cluster_id__in=free) | (Q(cluster=None) if default in free else Q(pk__in=[]))
+    oldest_waiting = (
+        Deployment.objects.filter(on_free, status=Status.QUEUED, queued_at__lt=stalled)
+        .exclude(bundle_digest="")
+        .annotate(target=Coalesce("cluster_id", Value(default), output_field=IntegerField()))
+        .values("target")
+        .annotate(first=Min("pk"))
+        .values_list("first", flat=True)
+    )
+    lost = Deployment.objects.filter(
+        Q(status=Status.APPLYING, cluster_id__in=free) | Q(pk__in=list(oldest_waiting))
+    )
+    unrendered = Deployment.objects.filter(
+        status=Status.QUEUED, bundle_digest="", queued_at__lt=now - fetch_grace
+    ).order_by("pk")[:MAX_FETCHES_PER_SWEEP]
+    return _resend(
+        lost | Deployment.objects.filter(pk__in=list(unrendered.values_list("pk", flat=True)))
+    )
+
+
+def _resend(deployments: QuerySet[Deployment]) -> list[int]:
     requeued = []
-    for pk, status, digest in stuck.order_by("pk"):
+    rows = deployments.values_list("pk", "status", "bundle_digest").order_by("pk")
+    for pk, status, digest in rows:
         if status == Status.QUEUED and not digest:
             handoff.fetch(pk)
         else:
             handoff.apply(pk)
         requeued.append(pk)
     if requeued:
-        log.warning("re-queued %d stuck deployments: %s", len(requeued), requeued[:20])
+        log.warning("re-queued %d deployments: %s", len(requeued), requeued[:20])
     return requeued

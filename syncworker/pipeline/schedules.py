@@ -52,20 +52,21 @@ def remove_schedule(repository_pk: int) -> None:
 
 
 SWEEP_NAME = "gitops-requeue-stuck"
+SWEEP_SECONDS = 15
 
 
 def ensure_sweep_schedule() -> None:
-    """The once-a-minute sweep for deployments whose task message was lost."""
-    every_minute, _ = IntervalSchedule.objects.get_or_create(
-        every=60, period=IntervalSchedule.SECONDS
+    """The frequent sweep for deployments whose worker died or whose message was lost."""
+    every, _ = IntervalSchedule.objects.get_or_create(
+        every=SWEEP_SECONDS, period=IntervalSchedule.SECONDS
     )
-    PeriodicTask.objects.get_or_create(
+    PeriodicTask.objects.update_or_create(
         name=SWEEP_NAME,
         defaults={
             "task": "syncworker.requeue_stuck",
-            "interval": every_minute,
+            "interval": every,
             "queue": "default",
-            "expire_seconds": 60,
-            "description": "Re-queue deployments whose task message was lost",
+            "expire_seconds": SWEEP_SECONDS,
+            "description": "Resume deployments whose worker died or whose message was lost",
         },
     )
