@@ -27,6 +27,7 @@ from syncworker.render.namespaces import (
     namespace_to_create,
 )
 from syncworker.render.parse import NOT_AN_OBJECT
+from syncworker.render.service import MAX_WARNINGS
 from syncworker.render.validate import DUPLICATE_HINT
 from tests.support.repo_files import disk_files, disk_reader
 
@@ -139,6 +140,14 @@ def test_lists_scalars_and_mappings_without_apiversion_and_kind_are_skipped_per_
     assert result.warnings == tuple(
         f"app/mixed.yaml: document {n}: {NOT_AN_OBJECT}" for n in (2, 3, 4)
     )
+
+
+def test_warnings_are_bounded_and_say_how_many_were_left_out():
+    files = {f"app/values-{i:03d}.yaml": b"replicaCount: 1\n" for i in range(MAX_WARNINGS + 5)}
+    files["app/cm.yaml"] = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"
+    warnings = render("app", files).warnings
+    assert len(warnings) == MAX_WARNINGS + 1
+    assert warnings[-1] == "… and 5 more warnings"
 
 
 @pytest.mark.parametrize(

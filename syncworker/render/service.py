@@ -21,6 +21,8 @@ from syncworker.sources.base import SourceError, SourceFile, normalize_dir
 # The content of one repository file at the commit, None when there is none.
 ReadFile = Callable[[str], "bytes | None"]
 DEFAULT_SERVICE_OPTIONS = ServiceOptions()
+# Enough to tell what was skipped; a tree of thousands of non-manifests needs no more.
+MAX_WARNINGS = 100
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def render_service(
         )
         for unit in selection.kustomize_dirs:
             documents += _build(unit, view, limits, scratch, errors, warnings)
+    if len(warnings) > MAX_WARNINGS:
+        warnings[MAX_WARNINGS:] = [f"… and {len(warnings) - MAX_WARNINGS} more warnings"]
     result = bundles.assemble(documents, options, errors=errors, warnings=warnings)
     namespace = namespaces.namespace_to_create(
         result.objects,
