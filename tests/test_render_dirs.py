@@ -11,7 +11,8 @@ import copy
 import pytest
 import yaml
 
-from syncworker.applyers.base import MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectRef
+from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from syncworker.kube.refs import ObjectRef
 from syncworker.render import (
     RenderError,
     RenderOptions,
