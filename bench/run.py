@@ -33,6 +33,7 @@ import yaml
 from bench import (
     apply_throughput,
     common,
+    kustomize_build,
     poll_cost,
     push_to_applied,
     scale,
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "scale": scale,
     "status_api": status_api,
     "yaml_parse": yaml_parse,
+    "kustomize_build": kustomize_build,
 }
 RESULTS_DIR = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"

@@ -9,7 +9,13 @@ import pytest
 
 from syncworker.render import RenderError, RenderOptions, render_bundle
 from syncworker.render.parse import MAX_DEPTH, MAX_VALUES_PER_FILE
-from syncworker.render.validate import MAX_FILE_BYTES, MAX_FILES, MAX_OBJECTS, MAX_TOTAL_BYTES
+from syncworker.render.validate import (
+    DUPLICATE_HINT,
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    MAX_OBJECTS,
+    MAX_TOTAL_BYTES,
+)
 from syncworker.sources.base import SourceFile
 
 BASE = "deploy/web"
@@ -111,7 +117,6 @@ def errors_of(files: list[SourceFile], options: RenderOptions = OPTIONS) -> list
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, annotations: {a.io/b: true}}",
             'metadata.annotations["a.io/b"]: must be a string, not a boolean',
         ),
-        ("- just\n- a list", "must be a mapping (a Kubernetes object), not a list"),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {1: one}",
             "data: key 1 must be a string (quote it)",
@@ -163,9 +168,9 @@ def test_an_object_defined_twice_names_both_places():
     ]
     assert errors_of(files, RenderOptions("web", BASE, "c0ffee", namespace="team")) == [
         "deploy/web/a.yaml: document 2: ConfigMap team/good: also defined at "
-        "deploy/web/a.yaml: document 1",
+        f"deploy/web/a.yaml: document 1 {DUPLICATE_HINT}",
         "deploy/web/b.yaml: document 1: ConfigMap team/good: also defined at "
-        "deploy/web/a.yaml: document 1",
+        f"deploy/web/a.yaml: document 1 {DUPLICATE_HINT}",
     ]
 
 
@@ -176,7 +181,7 @@ def test_a_config_map_clashing_with_the_json_configuration_is_a_duplicate():
     ]
     assert errors_of(files) == [
         "(generated from the .json files): ConfigMap web-config: also defined at "
-        "deploy/web/cm.yaml: document 1"
+        f"deploy/web/cm.yaml: document 1 {DUPLICATE_HINT}"
     ]
 
 
@@ -254,7 +259,7 @@ def test_too_many_files():
 
 
 def test_yaml_aliases_cannot_expand_without_bound():
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines = ["kind: ConfigMap", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     files = [src("bomb.yaml", "\n".join(lines))]
     [error] = errors_of(files)
@@ -293,7 +298,7 @@ def test_every_problem_is_reported_at_once():
         "deploy/web/b.yaml: document 1: metadata.name: 'a/b' is not a valid name "
         "(no '/', '%' or spaces, not . or ..)",
         "deploy/web/b.yaml: document 2: ConfigMap good: also defined at "
-        "deploy/web/a.yaml: document 1",
+        f"deploy/web/a.yaml: document 1 {DUPLICATE_HINT}",
     ]
 
 

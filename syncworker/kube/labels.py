@@ -9,3 +9,8 @@ MANAGED_BY_VALUE = "simple-gitops"
 SERVICE_LABEL = "simple-gitops.io/service"
 COMMIT_ANNOTATION = "simple-gitops.io/commit"
 FIELD_MANAGER = "simple-gitops"
+# On a Namespace we created for a service: which service, and that it is never pruned
+# (it may hold objects of other services or of people).
+CREATED_FOR_ANNOTATION = "simple-gitops.io/created-for"
+PRUNE_ANNOTATION = "simple-gitops.io/prune"
+NEVER_PRUNE = "never"

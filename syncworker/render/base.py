@@ -29,6 +29,23 @@ class RenderOptions:
     download_base_url: str = ""
 
 
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Which files of a plain service directory are read, and whether the service's
+    namespace is created.
+
+    ``recurse`` reads subdirectories too; ``include`` (when given) and ``exclude`` are
+    gitignore-style patterns relative to the service directory. None of them applies
+    inside a kustomize build: kustomize reads what its kustomization names.
+    ``create_namespace`` creates the service's ``namespace`` when it is missing.
+    """
+
+    recurse: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    create_namespace: bool = True
+
+
 class RenderError(Exception):
     """The bundle cannot be made; ``errors`` lists every problem, each naming the file,
     the document and the field (``deploy/web/app.yaml: document 2: metadata.name:

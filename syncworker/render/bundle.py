@@ -1,7 +1,8 @@
-"""Render a service directory into one bundle: parse -> validate -> mutate -> order -> dump.
+"""Turn the documents of a service into one bundle: validate -> mutate -> order -> dump.
 
-The result depends only on the files and the options (not on the order the files came
-in), so the same commit always gives the same YAML and digest.
+The result depends only on the documents and the options (not on the order the files
+came in), so the same commit always gives the same YAML and digest. Reading the service
+directory (plain files, kustomize) is ``syncworker.render.service``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import yaml
 
 from syncworker.kube import kinds
 from syncworker.kube.refs import ObjectRef
-from syncworker.render import mutate, parse, stateless, validate
-from syncworker.render.base import RenderError, RenderOptions
-from syncworker.sources.base import SourceFile, normalize_dir
+from syncworker.render import mutate, stateless, validate
+from syncworker.render.base import Document, RenderError, RenderOptions
+from syncworker.sources.base import SourceFile
 
 try:
     from yaml import CSafeDumper as _SafeDumper
@@ -44,35 +45,46 @@ _Dumper.add_representer(str, _represent_str)
 @dataclass(frozen=True)
 class Bundle:
     """The objects to apply, in apply order, and their YAML; ``digest`` is the sha256 of
-    ``yaml``, ``refs`` name the objects for the inventory."""
+    ``yaml``, ``refs`` name the objects for the inventory. ``warnings`` name what was
+    skipped (a YAML document that is no Kubernetes object), for the deployment record."""
 
     objects: tuple[dict[str, Any], ...]
     yaml: str
     digest: str
     refs: tuple[ObjectRef, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def render_bundle(files: Sequence[SourceFile], options: RenderOptions) -> Bundle:
-    """Raises RenderError listing every problem of the bundle, or UnsafePathError for a
-    file outside ``options.base_dir``; nothing is returned unless all of it is valid."""
-    errors = validate.check_options(options)
-    if errors:
-        raise RenderError(errors)
-    base_dir = normalize_dir(options.base_dir)
-    selected = validate.check_files(parse.select_files(files, base_dir), errors)
-    documents = parse.parse_files(
-        selected, base_dir=base_dir, service=options.service, errors=errors
-    )
+    """The bundle of a service directory given as its files (every file under
+    ``options.base_dir``); a kustomization in it may use only directories inside it.
+    Raises RenderError listing every problem, or UnsafePathError for a file outside
+    ``options.base_dir``; nothing is returned unless all of it is valid."""
+    # Imported here: the service module builds on this one.
+    from syncworker.render.service import files_reader, render_service
+
+    return render_service(files_reader(files, options.base_dir), options).bundle
+
+
+def assemble(
+    documents: list[Document],
+    options: RenderOptions,
+    *,
+    errors: list[str],
+    warnings: Sequence[str] = (),
+) -> Bundle:
+    """Validate, mutate and order ``documents`` into the bundle; raises RenderError with
+    ``errors`` and every problem found here."""
     if options.stateless:
-        documents += stateless.config_maps(documents, options)
+        documents = documents + stateless.config_maps(documents, options)
     validate.check_documents(documents, namespace=options.namespace, errors=errors)
     if errors:
         raise RenderError(errors)
     objects = sorted(mutate.mutate(documents, options), key=kinds.apply_order_key)
-    return make_bundle(objects)
+    return make_bundle(objects, warnings)
 
 
-def make_bundle(objects: Sequence[dict[str, Any]]) -> Bundle:
+def make_bundle(objects: Sequence[dict[str, Any]], warnings: Sequence[str] = ()) -> Bundle:
     """The bundle of already rendered objects, kept in the order given."""
     text = dump_yaml(objects)
     return Bundle(
@@ -80,6 +92,7 @@ def make_bundle(objects: Sequence[dict[str, Any]]) -> Bundle:
         yaml=text,
         digest=hashlib.sha256(text.encode()).hexdigest(),
         refs=tuple(ObjectRef.of(obj) for obj in objects),
+        warnings=tuple(warnings),
     )
 
 

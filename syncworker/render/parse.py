@@ -1,9 +1,12 @@
 """Read the files of a service directory into documents.
 
 ``.yaml``/``.yml`` files hold Kubernetes objects (several documents each, ``v1 List``
-expanded); ``.json`` files are the service's configuration and become one ConfigMap,
-``<service>-config``. Other files are ignored. Problems are appended to ``errors`` so
-that one render reports all of them.
+expanded); a YAML document with neither ``apiVersion`` nor ``kind`` is no Kubernetes
+object (an application's own configuration, CI files, Helm values) and is skipped with a
+warning. A ``.json`` file holding an object (``apiVersion`` and ``kind``) or a ``List`` is
+a manifest; every other ``.json`` file is the service's configuration, and together they
+become one ConfigMap, ``<service>-config``. Other files are ignored. Problems are
+appended to ``errors`` so that one render reports all of them.
 
 Values are read the way Kubernetes reads them: timestamps stay strings, duplicate keys
 are an error, and only JSON types (mapping, list, string, number, boolean, null) are
@@ -20,12 +23,13 @@ from typing import Any
 import yaml
 
 from syncworker.render.base import Document, field_path
-from syncworker.sources.base import SourceFile, UnsafePathError, normalize_dir
+from syncworker.sources.base import SourceFile
 from syncworker.yamlload import ManifestLoader, type_name
 
 YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIX = ".json"
 CONFIG_PLACE = "(generated from the .json files)"
+NOT_AN_OBJECT = "skipped: no apiVersion and no kind, so not a Kubernetes object"
 MAX_CONFIGMAP_BYTES = 1024 * 1024  # what the API server stores in one object
 # Nesting deeper than any real manifest; keeps the copy and the dumper off Python's
 # recursion limit.
@@ -39,43 +43,39 @@ _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 Loader = ManifestLoader
 
 
-def select_files(files: Sequence[SourceFile], base_dir: str) -> list[SourceFile]:
-    """The files to render, sorted by path: YAML and JSON files under ``base_dir``.
-    Raises UnsafePathError for a path outside it."""
-    base = normalize_dir(base_dir)
-    prefix = f"{base}/" if base else ""
-    selected = []
-    for file in files:
-        path = normalize_dir(file.path)
-        if not path.startswith(prefix) or path == base:
-            raise UnsafePathError(f"{file.path}: outside the service directory {base!r}")
-        hidden = any(part.startswith(".") for part in path[len(prefix) :].split("/"))
-        # Hidden files and folders (.github/workflows/*.yml) hold no manifests of ours.
-        if path.endswith((*YAML_SUFFIXES, JSON_SUFFIX)) and not hidden:
-            selected.append(SourceFile(path, file.data))
-    return sorted(selected, key=lambda file: file.path)
-
-
 def parse_files(
-    files: Sequence[SourceFile], *, base_dir: str, service: str, errors: list[str]
+    files: Sequence[SourceFile],
+    *,
+    base_dir: str,
+    service: str,
+    errors: list[str],
+    warnings: list[str],
 ) -> list[Document]:
-    """The documents of the YAML files, then the configuration ConfigMap if any."""
+    """The documents of the YAML and JSON manifests, then the configuration ConfigMap if
+    any. Documents that are no Kubernetes object are skipped with a warning."""
     documents: list[Document] = []
+    config_files = []
     for file in files:
         if file.path.endswith(YAML_SUFFIXES):
-            documents.extend(parse_yaml(file, errors))
-    config = config_map(
-        [file for file in files if file.path.endswith(JSON_SUFFIX)],
-        base_dir=base_dir,
-        service=service,
-        errors=errors,
-    )
+            documents.extend(parse_yaml(file, errors, warnings))
+        elif file.path.endswith(JSON_SUFFIX):
+            manifest = parse_json_manifest(file, errors)
+            if manifest is None:
+                config_files.append(file)
+            else:
+                documents.extend(manifest)
+    config = config_map(config_files, base_dir=base_dir, service=service, errors=errors)
     if config is not None:
         documents.append(config)
     return documents
 
 
-def parse_yaml(file: SourceFile, errors: list[str]) -> list[Document]:
+def parse_yaml(
+    file: SourceFile, errors: list[str], warnings: list[str] | None = None
+) -> list[Document]:
+    """The documents of one YAML file. With ``warnings`` given, documents that are no
+    Kubernetes object are skipped and named there; without, they are kept (and fail
+    validation)."""
     documents: list[Document] = []
     copier = _PlainCopier(errors)
     try:
@@ -84,6 +84,9 @@ def parse_yaml(file: SourceFile, errors: list[str]) -> list[Document]:
             if loaded is None:
                 continue
             place = f"{file.path}: document {index}"
+            if warnings is not None and not looks_like_object(loaded):
+                warnings.append(f"{place}: {NOT_AN_OBJECT}")
+                continue
             obj = copier.copy(loaded, place)
             if obj is not _INVALID:
                 documents.extend(_expand_list(Document(place, obj), errors))
@@ -95,6 +98,46 @@ def parse_yaml(file: SourceFile, errors: list[str]) -> list[Document]:
     except yaml.YAMLError as exc:
         errors.append(f"{file.path}: invalid YAML: {str(exc).splitlines()[0]}")
     return documents
+
+
+def looks_like_object(value: Any) -> bool:
+    """A document meant as a Kubernetes object: one with apiVersion or kind (one without
+    the other is a broken object, not something else)."""
+    return isinstance(value, dict) and ("apiVersion" in value or "kind" in value)
+
+
+def parse_json_manifest(file: SourceFile, errors: list[str]) -> list[Document] | None:
+    """The documents of a ``.json`` file holding an object or a List, or None when it is
+    configuration (or invalid JSON, which ``config_map`` reports)."""
+    try:
+        text = file.data.decode("utf-8")
+        loaded = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not (isinstance(loaded, dict) and "apiVersion" in loaded and "kind" in loaded):
+        return None
+    try:
+        json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        errors.append(f"{file.path}: invalid JSON: duplicate key {exc.args[0]!r}")
+        return []
+    place = f"{file.path}: document 1"
+    obj = _PlainCopier(errors).copy(loaded, place)
+    return [] if obj is _INVALID else _expand_list(Document(place, obj), errors)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # As for YAML: the API server would refuse the object, a silent last-wins hides a bug.
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateKey(key)
+        mapping[key] = value
+    return mapping
 
 
 def _expand_list(doc: Document, errors: list[str]) -> list[Document]:

@@ -25,6 +25,10 @@ MAX_OBJECTS = 5000
 MAX_FILES = 2000
 MAX_NAME_LENGTH = 253
 
+DUPLICATE_HINT = (
+    "(keep one: `recurse: false` reads only the directory's own files, `exclude` leaves paths out)"
+)
+
 _VERSION = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
 _API_VERSION = re.compile(
     rf"v[0-9]+((alpha|beta)[0-9]+)?|(?P<group>{DNS_SUBDOMAIN.pattern})/{_VERSION}"
@@ -91,7 +95,7 @@ def check_documents(documents: Sequence[Document], *, namespace: str, errors: li
         key = (kinds.group_of(obj["apiVersion"]), obj["kind"], own, meta["name"])
         if key in seen:
             ref = f"{obj['kind']} {own}/{meta['name']}" if own else f"{obj['kind']} {meta['name']}"
-            errors.append(f"{doc.place}: {ref}: also defined at {seen[key].place}")
+            errors.append(f"{doc.place}: {ref}: also defined at {seen[key].place} {DUPLICATE_HINT}")
         else:
             seen[key] = doc
 
@@ -139,7 +143,13 @@ def _check_metadata(meta: Any) -> list[str]:
         return [f"metadata: must be a mapping, not {type_name(meta)}"]
     problems = []
     name = meta.get("name")
-    if name is None or name == "":
+    if (name is None or name == "") and meta.get("generateName"):
+        problems.append(
+            f"metadata.generateName: {meta['generateName']!r} without metadata.name is a hook "
+            "(an Argo CD or Helm hook Job, created anew on each sync); hooks are not "
+            "supported yet: give it a metadata.name or leave it out"
+        )
+    elif name is None or name == "":
         problems.append("metadata.name: required")
     elif not isinstance(name, str):
         problems.append(f"metadata.name: must be a string, not {type_name(name)}")
