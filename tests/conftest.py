@@ -18,7 +18,11 @@ from django.db import connection
 from tests.support.gitserver import GitHttpServer, WorkingCopy
 from tests.support.workers import WorkerProcess, start_worker
 
-pytest_plugins = ["tests.support.kube_fixtures", "tests.support.source_fixtures"]
+pytest_plugins = [
+    "tests.support.kube_fixtures",
+    "tests.support.source_fixtures",
+    "tests.support.e2e",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
