@@ -20,6 +20,9 @@ from django.utils.deconstruct import deconstructible
 
 from syncworker import rules
 
+# Seconds: a failing repository is still polled at least once an hour.
+MAX_POLL_BACKOFF = 3600
+
 
 @deconstructible
 class Rule:
@@ -163,11 +166,13 @@ class Repository(models.Model):
         return f"{self.owner}/{self.name}" if self.owner and self.name else self.key
 
     def backoff(self) -> timedelta:
-        """Delay before the next poll after consecutive failures: doubling, capped."""
+        """Delay before the next poll after consecutive failures: the poll interval,
+        doubled with each failure, capped at an hour."""
         if not self.consecutive_failures:
             return timedelta(0)
-        factor = min(2 ** (self.consecutive_failures - 1), 32)
-        return timedelta(seconds=min(self.poll_interval * factor, 3600))
+        # 2**12 times even a 1 s interval is past the cap: no need for bigger numbers.
+        factor = 2 ** min(self.consecutive_failures - 1, 12)
+        return timedelta(seconds=min(self.poll_interval * factor, MAX_POLL_BACKOFF))
 
 
 class Service(models.Model):

@@ -34,19 +34,17 @@ def test_repository_text_never_contains_its_credentials() -> None:
     assert repo.full_name == "AI-Infra-Team/nokube"
 
 
-def test_backoff_doubles_with_each_failure_and_is_capped() -> None:
+def test_backoff_doubles_the_poll_interval_with_each_failure_up_to_an_hour() -> None:
     repo = Repository(key="r", provider="git", url="file:///r.git", poll_interval=60)
     delays = []
-    for failures in (0, 1, 2, 3, 10):
+    for failures in (0, 1, 2, 3, 6, 7, 10, 10_000):
         repo.consecutive_failures = failures
-        delays.append(repo.backoff())
-    assert delays == [
-        timedelta(0),
-        timedelta(seconds=60),
-        timedelta(seconds=120),
-        timedelta(seconds=240),
-        timedelta(seconds=1920),
-    ]
+        delays.append(repo.backoff().total_seconds())
+
+    # 60 * 2**5 = 1920 is under the hour; 60 * 2**6 = 3840 is not.
+    assert delays == [0, 60, 120, 240, 1920, 3600, 3600, 3600]
+    repo.poll_interval, repo.consecutive_failures = 1, 12
+    assert repo.backoff() == timedelta(seconds=2048)
     repo.poll_interval = 600
     assert repo.backoff() == timedelta(seconds=3600)
 
