@@ -15,12 +15,11 @@ from urllib.parse import urlsplit
 from syncworker.kube import kinds
 from syncworker.kube.names import DNS_SUBDOMAIN, is_dns_label, is_dns_subdomain
 from syncworker.render.base import Document, RenderOptions, field_path
-from syncworker.sources.base import SourceFile
+
+# The sources stop reading at the same limits; checked again here for every file source.
+from syncworker.sources.base import MAX_FILE_BYTES, MAX_TOTAL_BYTES, SourceFile
 from syncworker.yamlload import type_name
 
-# Large enough for upstream install bundles (Argo CD's install.yaml is ~1.5 MB).
-MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_TOTAL_BYTES = 16 * 1024 * 1024
 MAX_OBJECTS = 5000
 MAX_FILES = 2000
 MAX_NAME_LENGTH = 253

@@ -34,6 +34,21 @@ class UnsafePathError(SourceError):
     """A path or symlink in the repository points outside it."""
 
 
+class FileTooLargeError(SourceError):
+    """A file (or all files together) over the size limits. Raised before more than the
+    limit is read, so a huge blob is never downloaded or held in memory whole. ``sha``
+    names the blob when a source raises it; ``collect_files`` names the file instead."""
+
+    def __init__(self, message: str, *, sha: str = "") -> None:
+        super().__init__(message)
+        self.sha = sha
+
+
+# Large enough for upstream install bundles (Argo CD's install.yaml is ~1.5 MB).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_TOTAL_BYTES = 16 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Head:
     """Where the watched branch is. ``changed`` is False when the host said "not modified"
@@ -137,10 +152,33 @@ def collect_files(
             links.append(entry)
         elif entry.mode not in (SUBMODULE_MODE, TREE_MODE):
             blob_of[entry.path] = entry.sha
-    for link in links:
-        blob_of[link.path] = _follow(link, listed, read_blobs, find_entry)
-    contents = read_blobs(sorted(set(blob_of.values())))
+    try:
+        for link in links:
+            blob_of[link.path] = _follow(link, listed, read_blobs, find_entry)
+        contents = read_blobs(sorted(set(blob_of.values())))
+    except FileTooLargeError as exc:
+        if not exc.sha:
+            raise
+        path = min(
+            [p for p, sha in blob_of.items() if sha == exc.sha]
+            + [e.path for e in listed.values() if e.sha == exc.sha]
+            or [exc.sha]
+        )
+        raise FileTooLargeError(f"{path}: {exc}") from None
     return [SourceFile(path, contents[sha]) for path, sha in sorted(blob_of.items())]
+
+
+def too_large(sha: str, size: int | None) -> FileTooLargeError:
+    """The error for one blob over MAX_FILE_BYTES (``size`` None: the host did not say)."""
+    told = f"{size} bytes, more" if size is not None else "more"
+    return FileTooLargeError(f"{told} than the limit of {MAX_FILE_BYTES}", sha=sha)
+
+
+def too_much() -> FileTooLargeError:
+    """The error for files over MAX_TOTAL_BYTES together."""
+    return FileTooLargeError(
+        f"more than {MAX_TOTAL_BYTES} bytes to render, the limit for all files together"
+    )
 
 
 def _follow(

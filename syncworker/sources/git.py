@@ -25,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from syncworker.sources.base import (
+    MAX_FILE_BYTES,
+    MAX_TOTAL_BYTES,
     TREE_MODE,
     Head,
     SourceError,
@@ -33,6 +35,8 @@ from syncworker.sources.base import (
     collect_files,
     normalize_dir,
     scrub,
+    too_large,
+    too_much,
 )
 
 REMOTE_TIMEOUT = 60.0
@@ -261,8 +265,24 @@ class GitSource:
         return entries
 
     def _read_blobs(self, shas: Sequence[str]) -> Mapping[str, bytes]:
+        listing = "".join(f"{s}\n" for s in shas).encode()
+        # Sizes first ("<id> blob <size>"), so a huge blob is refused before it is read.
+        result = self._git("cat-file", "--batch-check", input=listing)
+        if result.returncode != 0:
+            raise self._failure(result, "cat-file")
+        lines = result.stdout.decode().splitlines()
+        total = 0
+        for index, sha in enumerate(shas):
+            fields = lines[index].split(" ") if index < len(lines) else []
+            if len(fields) != 3 or fields[1] != "blob":
+                raise SourceError(f"{self.label}: blob {sha} is missing from the cache")
+            if int(fields[2]) > MAX_FILE_BYTES:
+                raise too_large(sha, int(fields[2]))
+            total += int(fields[2])
+        if total > MAX_TOTAL_BYTES:
+            raise too_much()
         # One process for all blobs: "<id> blob <size>\n<content>\n" for each.
-        result = self._git("cat-file", "--batch", input="".join(f"{s}\n" for s in shas).encode())
+        result = self._git("cat-file", "--batch", input=listing)
         if result.returncode != 0:
             raise self._failure(result, "cat-file")
         contents: dict[str, bytes] = {}

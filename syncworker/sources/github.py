@@ -1,14 +1,18 @@
 """GitHub (and GitHub Enterprise) through its REST API.
 
 The head is a conditional request for the branch's commit id alone: an answer of 304
-costs no rate limit and a few hundred bytes. Trees and blobs are read only for what
-changed; blob contents are cached by id in-process, which is always valid because Git
-objects are content-addressed.
+costs a few hundred bytes, and no rate limit when the request carries a token (GitHub
+counts an anonymous 304 like any answer). Trees and blobs are read only for what
+changed; blobs come raw and streamed, so one over the size limit is dropped after the
+limit, never downloaded whole. Blob contents are cached by id in-process, which is
+always valid because Git objects are content-addressed.
+
+Redirects are followed, as GitHub asks; ``requests`` drops the token when one leads to
+another host or scheme, and so must anything that replaces it.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import threading
 import time
@@ -21,6 +25,8 @@ from urllib.parse import quote
 import requests
 
 from syncworker.sources.base import (
+    MAX_FILE_BYTES,
+    MAX_TOTAL_BYTES,
     TREE_MODE,
     Head,
     SourceError,
@@ -29,11 +35,15 @@ from syncworker.sources.base import (
     collect_files,
     normalize_dir,
     scrub,
+    too_large,
+    too_much,
 )
 
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 SHA_MEDIA_TYPE = "application/vnd.github.sha"
+RAW_MEDIA_TYPE = "application/vnd.github.raw+json"
+_CHUNK = 64 * 1024
 # (connect, read) seconds: a poll must never hang a worker.
 TIMEOUT = (5.0, 30.0)
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
@@ -96,6 +106,7 @@ class GitHubSource:
         token: str = "",
         api_url: str = "",
         cache: BlobCache = blob_cache,
+        timeout: tuple[float, float] = TIMEOUT,
     ) -> None:
         self.owner = owner
         self.name = name
@@ -104,6 +115,7 @@ class GitHubSource:
         self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         self._token = token
         self._cache = cache
+        self._timeout = timeout
         self._trees: dict[tuple[str, bool], _Tree] = {}
         self.session = requests.Session()
         self.session.headers.update(
@@ -215,16 +227,41 @@ class GitHubSource:
 
     def _read_blobs(self, shas: Sequence[str]) -> Mapping[str, bytes]:
         contents: dict[str, bytes] = {}
+        total = 0
         for sha in shas:
             data = self._cache.get(sha)
             if data is None:
-                blob = self._get(f"git/blobs/{sha}", missing=f"blob {sha} not found").json()
-                if blob.get("encoding") != "base64":
-                    raise SourceError(f"{self.label}: blob {sha[:12]} came in an unknown encoding")
-                data = base64.b64decode(blob["content"])
+                data = self._download_blob(sha)
                 self._cache.put(sha, data)
             contents[sha] = data
+            total += len(data)
+            if total > MAX_TOTAL_BYTES:
+                raise too_much()
         return contents
+
+    def _download_blob(self, sha: str) -> bytes:
+        """The raw bytes of one blob, read no further than MAX_FILE_BYTES + 1."""
+        response = self._get(
+            f"git/blobs/{sha}",
+            headers={"Accept": RAW_MEDIA_TYPE},
+            missing=f"blob {sha} not found",
+            stream=True,
+        )
+        with response:
+            declared = response.headers.get("Content-Length", "")
+            # A compressed length says nothing sure about the size of the content.
+            encoded = response.headers.get("Content-Encoding")
+            if declared.isdigit() and int(declared) > MAX_FILE_BYTES and not encoded:
+                raise too_large(sha, int(declared))
+            data = bytearray()
+            try:
+                for chunk in response.iter_content(_CHUNK):
+                    data += chunk
+                    if len(data) > MAX_FILE_BYTES:
+                        raise too_large(sha, None)
+            except requests.RequestException as exc:
+                raise self._unreachable(exc) from None
+        return bytes(data)
 
     def _get(
         self,
@@ -233,23 +270,30 @@ class GitHubSource:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         missing: str,
+        stream: bool = False,
     ) -> requests.Response:
         if not self.owner or not self.name:
             # Reported by the first call, so the caller records it like any other failure.
             raise SourceError(f"{self.label}: a GitHub repository needs an owner and a name")
         url = f"{self.api_url}/repos/{quote(self.owner)}/{quote(self.name)}/{endpoint}"
         try:
-            response = self.session.get(url, headers=headers, params=params, timeout=TIMEOUT)
-        except requests.Timeout:
-            raise SourceError(
-                f"{self.label}: GitHub did not answer in time", transient=True
-            ) from None
+            response = self.session.get(
+                url, headers=headers, params=params, timeout=self._timeout, stream=stream
+            )
         except requests.RequestException as exc:
-            message = scrub(f"{self.label}: cannot reach {self.api_url}: {exc}", [self._token])
-            raise SourceError(message, transient=True) from None
+            raise self._unreachable(exc) from None
         if response.status_code in (200, 304):
             return response
-        raise self._error(response, missing)
+        error = self._error(response, missing)
+        response.close()
+        raise error
+
+    def _unreachable(self, exc: requests.RequestException) -> SourceError:
+        # A read that stalls mid-answer is a ConnectionError wrapping a read timeout.
+        if isinstance(exc, requests.Timeout) or "timed out" in str(exc):
+            return SourceError(f"{self.label}: GitHub did not answer in time", transient=True)
+        message = scrub(f"{self.label}: cannot reach {self.api_url}: {exc}", [self._token])
+        return SourceError(message, transient=True)
 
     def _error(self, response: requests.Response, missing: str) -> SourceError:
         status = response.status_code

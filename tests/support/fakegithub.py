@@ -1,26 +1,45 @@
 """A stand-in for the GitHub REST API, for tests only.
 
-github.com cannot be reached from the test bed, so this local server answers the few
-endpoints the GitHub source uses the way GitHub documents them, from REAL bare Git
-repositories on disk (``git`` plumbing answers every question; tests push commits with
-``tests.support.gitserver.WorkingCopy``):
+github.com cannot be reached from the test bed (no test may send traffic off the
+machine), so this local server answers the few endpoints the GitHub source uses the way
+GitHub documents them, from REAL bare Git repositories on disk (``git`` plumbing answers
+every question; tests push commits with ``tests.support.gitserver.WorkingCopy``):
 
 - ``GET /repos/{owner}/{repo}/commits/{ref}``: with ``Accept: application/vnd.github.sha``
-  the body is the bare commit id and the ETag is that id quoted (GitHub documents that
-  the local commit id may be sent as the ETag); otherwise a small JSON commit. An unknown
-  ref is 422 "No commit found for SHA", an empty repository 409.
+  the body is the bare commit id, and the commit id itself, quoted, is also accepted in
+  ``If-None-Match`` ("use the local SHA-1 as the ETag"); otherwise a small JSON commit.
+  An unknown ref is 422 "No commit found for SHA", an empty repository 409.
 - ``GET /repos/{owner}/{repo}/git/trees/{sha}[?recursive=1]``: any value of
   ``recursive`` recurses, as documented; a commit id or ref names its root tree.
-- ``GET /repos/{owner}/{repo}/git/blobs/{sha}``: base64 content in lines of 60.
+- ``GET /repos/{owner}/{repo}/git/blobs/{sha}``: base64 content in lines of 60, or the
+  raw bytes with ``Accept: application/vnd.github.raw+json``.
 
-Every answer carries a strong ETag derived from its content and honours If-None-Match
-with 304; a 304 costs no rate limit. The ``X-RateLimit-*`` headers are sent on every
-answer. An unknown repository is 404; with ``token`` set, a wrong token is 401 "Bad
-credentials" and no token is 404 (private repositories are hidden). Switches answer 403
-with ``X-RateLimit-Remaining: 0`` (``rate_limited``), 429 with ``Retry-After``
-(``retry_after``) or cut recursive trees short with ``truncated: true``
-(``force_truncated``). Every request is recorded with its bytes on the wire (request
-line and headers in, status line, headers and body out).
+Conditional requests and rate limits, as "Rate limits for the REST API" and "Best
+practices for using the REST API" document them:
+
+- Every 200 carries a weak ETag of its body *and of who asked* (GitHub's answers vary on
+  ``Authorization``, so an ETag got with one token does not match for another) and
+  ``If-None-Match`` answers 304. A 304 is free only for an authorized request; an
+  anonymous 304 counts like any other answer.
+- The primary limit is 60 requests an hour for anonymous requests (per client, here: one
+  window for all of them) and 5,000 for each token, in fixed windows: ``X-RateLimit-Reset``
+  is the window's end and stays put until then. At zero every request is refused with
+  ``primary_limit_status`` (403 or 429; GitHub documents both) and
+  ``X-RateLimit-Remaining: 0``; ``rate_limited`` uses the window up at once, resetting
+  in ``rate_limit_reset_in`` seconds.
+- ``secondary_limit = (status, retry_after)`` answers 403 or 429 with the documented
+  "secondary rate limit" message, with ``Retry-After`` or (``None``) without it.
+
+With ``token`` set the repositories are private: no token is 404, another token 401 "Bad
+credentials"; without it any token is a user of its own. Faults on demand:
+``server_error`` (a 5xx status for every answer), ``stall_seconds`` (an answer held back
+that long, or with ``stall_after_bytes`` cut off after that many bytes and then held),
+``redirect = (301 | 302 | 307, host)`` (every request addressed to 127.0.0.1 is sent on
+to the same path on ``host``, e.g. ``localhost``: another host to a client),
+``chunked_blobs`` (raw blobs sent chunked, without ``Content-Length``) and
+``force_truncated`` (recursive trees cut short with ``truncated: true``). Every request
+is recorded with the host it was addressed to, whether it carried a token, and its
+bytes on the wire (request line and headers in, status line, headers and body out).
 """
 
 from __future__ import annotations
@@ -36,6 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,25 +65,68 @@ from tests.support.gitserver import RequestRecord
 from tests.support.procs import free_port
 
 SHA_MEDIA_TYPE = "application/vnd.github.sha"
-RATE_LIMIT = 5000
+RAW_MEDIA_TYPE = "application/vnd.github.raw"
+ANONYMOUS_LIMIT = 60
+AUTHENTICATED_LIMIT = 5000
+WINDOW_SECONDS = 3600
 DOCS = "https://docs.github.com/rest"
+SECONDARY_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _SAFE_REF = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+@dataclass
+class GitHubRequest(RequestRecord):
+    """One request: what GitServer records, plus the host it was addressed to (the
+    ``Host`` header's name) and whether it carried an ``Authorization`` header."""
+
+    host: str = ""
+    authorized: bool = False
+
+
+@dataclass
+class RateWindow:
+    """One identity's primary rate limit: ``used`` of ``limit`` until ``reset`` (epoch
+    seconds), fixed for the window."""
+
+    limit: int
+    reset: int
+    used: int = 0
+    forced: bool = False  # used up by the rate_limited switch; ends only with reset()
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
 
 
 class FakeGitHub:
     def __init__(self, *, token: str = "") -> None:
         self.root = Path(tempfile.mkdtemp(prefix="gitops-fakegithub-"))
-        self.token = token
-        self.rate_limited = False
-        self.rate_limit_reset_in = 120
-        self.retry_after: int | None = None
-        self.force_truncated = False
-        self.requests: list[RequestRecord] = []
-        self.remaining = RATE_LIMIT
+        self.requests: list[GitHubRequest] = []
+        self.windows: dict[str, RateWindow] = {}
         self.port = free_port()
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
+        self._switches_off()
+        self.token = token
+
+    def _switches_off(self) -> None:
+        self.token = ""
+        self.anonymous_limit = ANONYMOUS_LIMIT
+        self.authenticated_limit = AUTHENTICATED_LIMIT
+        self.rate_limited = False
+        self.rate_limit_reset_in = 120
+        self.primary_limit_status = 403
+        self.secondary_limit: tuple[int, int | None] | None = None
+        self.server_error: int | None = None
+        self.stall_seconds = 0.0
+        self.stall_after_bytes: int | None = None
+        self.redirect: tuple[int, str] | None = None
+        self.chunked_blobs = False
+        self.force_truncated = False
 
     @property
     def api_url(self) -> str:
@@ -98,28 +161,72 @@ class FakeGitHub:
         return self.root / owner / f"{name}.git"
 
     def reset(self) -> None:
-        """Switches off, counters cleared, a full rate limit."""
+        """Switches off, counters cleared, every rate limit window new; stalled answers
+        are let go."""
         with self._lock:
-            self.token = ""
-            self.rate_limited = False
-            self.retry_after = None
-            self.force_truncated = False
-            self.remaining = RATE_LIMIT
+            self._switches_off()
+            self.windows.clear()
             self.requests.clear()
+            self._wake.set()
+            self._wake = threading.Event()
 
     def reset_counters(self) -> None:
         with self._lock:
             self.requests.clear()
 
-    def record(self, entry: RequestRecord) -> None:
+    def record(self, entry: GitHubRequest) -> None:
         with self._lock:
             self.requests.append(entry)
 
-    def spend(self) -> int:
-        """Count one request against the primary rate limit; what is left."""
+    def remaining(self, token: str = "") -> int:
+        """What is left of the primary limit of ``token`` ("": anonymous requests)."""
         with self._lock:
-            self.remaining = max(0, self.remaining - 1)
-            return self.remaining
+            return self._window(token).remaining
+
+    def use_up_rate_limit(self, token: str = "", *, reset_in: int | None = None) -> None:
+        """Spend what is left of the window of ``token``, as many requests would."""
+        with self._lock:
+            window = self._window(token)
+            window.used = window.limit
+            if reset_in is not None:
+                window.reset = int(time.time()) + reset_in
+
+    def stall(self) -> None:
+        """Hold the answer back (see ``stall_seconds``) until reset() or the time is up."""
+        self._wake.wait(self.stall_seconds)
+
+    def _window(self, identity: str) -> RateWindow:
+        # Called with the lock held.
+        now = int(time.time())
+        window = self.windows.get(identity)
+        if window is None or (now >= window.reset and not window.forced):
+            limit = self.authenticated_limit if identity else self.anonymous_limit
+            window = self.windows[identity] = RateWindow(limit, now + WINDOW_SECONDS)
+        if self.rate_limited and not window.forced:
+            window.used, window.forced = window.limit, True
+            window.reset = now + self.rate_limit_reset_in
+        return window
+
+    def admit(self, identity: str) -> RateWindow:
+        """The window of ``identity`` if a request may go on; a rate-limit answer if not."""
+        with self._lock:
+            window = self._window(identity)
+            if window.remaining:
+                return window
+        who = f"user {identity[:4]}…" if identity else "127.0.0.1"
+        raise _Answer(
+            self.primary_limit_status,
+            f"API rate limit exceeded for {who}.",
+            _rate_headers(window),
+        )
+
+    def window(self, identity: str) -> RateWindow:
+        with self._lock:
+            return self._window(identity)
+
+    def spend(self, window: RateWindow) -> None:
+        with self._lock:
+            window.used = min(window.limit, window.used + 1)
 
 
 class _Answer(Exception):
@@ -173,6 +280,20 @@ class _HeldWriter:
             self._held.clear()
         self.raw.flush()
 
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def release(self, stall_after: int, stall: Any) -> None:
+        """Send the first ``stall_after`` bytes held, ``stall()``, then the rest."""
+        first, rest = bytes(self._held[:stall_after]), bytes(self._held[stall_after:])
+        self._held.clear()
+        self.raw.write(first)
+        self.raw.flush()
+        stall()
+        self.raw.write(rest)
+        self.raw.flush()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
 
@@ -193,24 +314,43 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        github = self.github
+        self._identity = ""
+        self._window: RateWindow | None = None
         try:
             status = self._route()
         except _Answer as answer:
             status = answer.status
-            body = {"message": answer.message, "documentation_url": DOCS}
+            body: dict[str, Any] = {"message": answer.message, "documentation_url": DOCS}
             if answer.status in (403, 422, 429):
                 body["status"] = str(answer.status)
+            if "Location" in answer.headers:
+                body["url"] = answer.headers["Location"]
             self._send(answer.status, _json(body), headers=answer.headers)
-        self.github.record(
-            RequestRecord(
+        host = urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
+        github.record(
+            GitHubRequest(
                 self.command,
                 self.path,
                 status,
                 self._in.count - self._in_mark,
                 self._out.count - self._out_mark,
+                host=host,
+                authorized=bool(self.headers.get("Authorization")),
             )
         )
         self._in_mark, self._out_mark = self._in.count, self._out.count
+        try:
+            if github.stall_seconds and github.stall_after_bytes is not None:
+                # Only an answer longer than that has a rest to hold back.
+                if self._out.held > github.stall_after_bytes:
+                    self._out.release(github.stall_after_bytes, github.stall)
+            elif github.stall_seconds:
+                github.stall()
+            self._out.flush()
+        except OSError:
+            # The client gave up on a stalled answer; that is what the stall is for.
+            self.close_connection = True
 
     def _route(self) -> int:
         self._check_access()
@@ -229,27 +369,29 @@ class _Handler(BaseHTTPRequestHandler):
         raise _Answer(404, "Not Found")
 
     def _check_access(self) -> None:
+        """Who asks, whether their rate limit lets them, and the faults switched on."""
         github = self.github
-        if github.token:
-            header = self.headers.get("Authorization", "")
-            if not header:
-                raise _Answer(404, "Not Found")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() not in ("bearer", "token") or given != github.token:
-                raise _Answer(401, "Bad credentials")
-        if github.rate_limited:
-            reset = int(time.time()) + github.rate_limit_reset_in
-            raise _Answer(
-                403,
-                "API rate limit exceeded for user ID 1.",
-                {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
-            )
-        if github.retry_after is not None:
-            raise _Answer(
-                429,
-                "You have exceeded a secondary rate limit. Please wait a few minutes.",
-                {"Retry-After": str(github.retry_after)},
-            )
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if header and (
+            scheme.lower() not in ("bearer", "token") or (github.token and given != github.token)
+        ):
+            raise _Answer(401, "Bad credentials")
+        self._identity = given if header else ""
+        self._window = github.admit(self._identity)
+        if github.secondary_limit is not None:
+            status, retry_after = github.secondary_limit
+            extra = {} if retry_after is None else {"Retry-After": str(retry_after)}
+            raise _Answer(status, SECONDARY_MESSAGE, extra)
+        if github.server_error is not None:
+            raise _Answer(github.server_error, "Server Error")
+        host = urlsplit(f"//{self.headers.get('Host', '')}").hostname
+        if github.redirect is not None and host == "127.0.0.1":
+            status, to_host = github.redirect
+            location = f"http://{to_host}:{github.port}{self.path}"
+            raise _Answer(status, "Moved Permanently", {"Location": location})
+        if github.token and not header:
+            raise _Answer(404, "Not Found")  # a private repository is hidden
 
     def _repo(self, owner: str, name: str) -> Path:
         path = self.github.repo_path(owner, name)
@@ -270,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Answer(422, f"No commit found for SHA: {ref}")
         if SHA_MEDIA_TYPE in self.headers.get("Accept", "").replace(".v3", ""):
             body = sha.encode()
-            return self._send(200, body, etag=f'"{sha}"', content_type=SHA_MEDIA_TYPE)
+            return self._send(200, body, also_matches=f'"{sha}"', content_type=SHA_MEDIA_TYPE)
         tree = _git(repo, "rev-parse", f"{sha}^{{tree}}")
         data = {"sha": sha, "commit": {"tree": {"sha": tree}}, "url": self._url(f"commits/{sha}")}
         return self._send(200, _json(data))
@@ -313,6 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
         content = subprocess.run(
             ["git", "-C", str(repo), "cat-file", "blob", sha], capture_output=True, check=True
         ).stdout
+        if RAW_MEDIA_TYPE in self.headers.get("Accept", ""):
+            return self._send(200, content, content_type=RAW_MEDIA_TYPE)
         encoded = base64.b64encode(content).decode()
         data = {
             "sha": sha,
@@ -333,37 +477,51 @@ class _Handler(BaseHTTPRequestHandler):
         status: int,
         body: bytes,
         *,
-        etag: str = "",
+        also_matches: str = "",
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
     ) -> int:
-        etag = etag or f'"{hashlib.sha256(body).hexdigest()}"'
-        if status == 200 and etag in _etags(self.headers.get("If-None-Match", "")):
-            # Conditional requests answered 304 do not count against the rate limit.
+        github = self.github
+        # GitHub's answers vary on Authorization: so does the ETag.
+        digest = hashlib.sha256(self._identity.encode() + b"\0" + body).hexdigest()
+        etag = f'W/"{digest[:40]}"'
+        asked = _etags(self.headers.get("If-None-Match", ""))
+        if status == 200 and (_weak(etag) in asked or (also_matches and also_matches in asked)):
             status, body = 304, b""
-            remaining = self.github.remaining
-        else:
-            remaining = self.github.spend()
+        window = self._window or github.window("")
+        if not (status == 304 and self._identity) and not (
+            status in (403, 429) and window.remaining == 0
+        ):
+            # Only an authorized 304 is free; a refusal at zero has nothing left to spend.
+            github.spend(window)
         self.send_response(status)
-        rate = {
-            "X-RateLimit-Limit": str(RATE_LIMIT),
-            "X-RateLimit-Remaining": str(remaining),
-            "X-RateLimit-Used": str(RATE_LIMIT - remaining),
-            "X-RateLimit-Reset": str(int(time.time()) + 3600),
-            "X-RateLimit-Resource": "core",
-        }
-        for name, value in {**rate, **(headers or {})}.items():
+        for name, value in {**_rate_headers(window), **(headers or {})}.items():
             self.send_header(name, value)
         if status < 400:
             self.send_header("ETag", etag)
             self.send_header("Cache-Control", "private, max-age=60, s-maxage=60")
             self.send_header("Vary", "Accept, Authorization, Cookie, X-GitHub-OTP")
         if status != 304:
-            self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
+            charset = "" if content_type == RAW_MEDIA_TYPE else "; charset=utf-8"
+            self.send_header("Content-Type", f"{content_type}{charset}")
+            if content_type == RAW_MEDIA_TYPE and github.chunked_blobs:
+                self.send_header("Transfer-Encoding", "chunked")
+                body = _chunked(body)
+            else:
+                self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
         return status
+
+
+def _rate_headers(window: RateWindow) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(window.limit),
+        "X-RateLimit-Remaining": str(window.remaining),
+        "X-RateLimit-Used": str(min(window.used, window.limit)),
+        "X-RateLimit-Reset": str(window.reset),
+        "X-RateLimit-Resource": "core",
+    }
 
 
 def _git(repo: Path, *args: str, strip: bool = True) -> str | None:
@@ -380,7 +538,17 @@ def _refs(repo: Path) -> bool:
 
 def _etags(header: str) -> set[str]:
     # If-None-Match uses the weak comparison: W/"x" matches "x".
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+    return {_weak(tag.strip()) for tag in header.split(",") if tag.strip()}
+
+
+def _weak(tag: str) -> str:
+    return tag.removeprefix("W/")
+
+
+def _chunked(body: bytes, size: int = 64 * 1024) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size])
+             for i in range(0, len(body), size)]  # fmt: skip
+    return b"".join(parts) + b"0\r\n\r\n"
 
 
 def _json(data: object) -> bytes:
