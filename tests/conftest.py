@@ -1,12 +1,18 @@
 """Fixtures over the real services of the test bed.
 
 Redis and PostgreSQL are started by ``tests.support.testbed`` (the README's test command
-runs the suite inside it); the Git server, Celery worker and kube-apiserver are started
-here, once per session.
+runs the suite inside it); the Git server and kube-apiserver are started here, once per
+session, and a Celery worker once per test module that asks for one.
+
+No test reaches off the machine: the network guard (tests/support/netguard.py) is
+installed in this process and in every worker started here, and a test during which
+anything was refused fails.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +21,40 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from tests.support import netguard
 from tests.support.gitserver import GitHttpServer, WorkingCopy
-from tests.support.workers import WorkerProcess, start_worker
+from tests.support.workers import WorkerProcess, drain_queues, start_worker
 
 pytest_plugins = [
     "tests.support.kube_fixtures",
     "tests.support.source_fixtures",
     "tests.support.e2e",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any worker starts, so that the workers inherit where to log refusals.
+    handle, path = tempfile.mkstemp(prefix="gitops-netguard-", suffix=".log")
+    os.close(handle)
+    os.environ[netguard.LOG_ENV] = path
+    netguard.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = os.environ.pop(netguard.LOG_ENV, "")
+    if path:
+        os.unlink(path)
+
+
+@pytest.fixture(autouse=True)
+def _traffic_stays_on_the_machine() -> Iterator[None]:
+    yield
+    refused = netguard.take_refusals()
+    if refused:
+        pytest.fail(
+            "refused traffic off the machine (pid host:port): " + "; ".join(refused),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,9 +115,14 @@ def worker_database_url(django_db_setup: None, django_db_blocker: pytest.Fixture
         return _worker_database_url()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker_process(worker_database_url: str) -> Iterator[WorkerProcess]:
-    """A real ``celery worker`` process consuming every queue, on the test database."""
+    """A real ``celery worker`` process consuming every queue, on the test database, for
+    one test module: it starts on empty queues and is gone before the next module runs,
+    so it never consumes what other modules publish (their repositories may name
+    api.github.com)."""
+    drain_queues()
     worker = start_worker(worker_database_url, queues="default,poll,fetch,apply")
     yield worker
     worker.stop()
+    drain_queues()

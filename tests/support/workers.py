@@ -1,4 +1,9 @@
-"""Real ``celery worker`` processes for the tests, on the test database."""
+"""Real ``celery worker`` processes for the tests, on the test database.
+
+Each runs with the network guard of ``tests.support.netguard`` (loopback only), and
+``drain_queues`` empties the broker so that a worker never picks up what an earlier
+test module left behind.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ def start_worker(
     log_path = ROOT / "var" / f"test-worker-{name.split('@')[0]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "gitops_site", "worker", "-n", name,
+        [sys.executable, "-m", "tests.support.netguard", "celery", "-A", "gitops_site",
+         "worker", "-n", name,
          "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO",
          "--without-gossip", "--without-mingle"],
         cwd=ROOT,
@@ -58,3 +64,27 @@ def start_worker(
             return worker
     worker.stop()
     raise RuntimeError(f"celery worker did not answer: {log_path.read_text()[-3000:]}")
+
+
+QUEUES = ("default", "poll", "fetch", "apply")
+# kombu's Redis transport: a queue's messages of priority p > 0 live under
+# "<queue>\x06\x16<p>"; unacknowledged ones (and their redelivery times) in these keys.
+_PRIORITY_SEPARATOR = "\x06\x16"
+_UNACKED_KEYS = ("unacked", "unacked_index", "unacked_mutex")
+
+
+def drain_queues() -> int:
+    """Drop every task message in the broker: waiting, unacknowledged or due for
+    redelivery. Returns how many keys held some."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        keys: list[bytes | str] = list(_UNACKED_KEYS)
+        for queue in QUEUES:
+            keys.append(queue)
+            keys.extend(client.scan_iter(match=f"{queue}{_PRIORITY_SEPARATOR}*"))
+        return int(client.delete(*keys))
+    finally:
+        client.close()
