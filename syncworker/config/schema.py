@@ -122,6 +122,9 @@ class GitopsConfig:
 
 
 _Loader = StrictLoader
+# Far above any real file (a thousand services are some ten thousand values), far below
+# what a YAML alias bomb expands to: "a: &a [x, x, …]  b: &b [*a, *a, …]  …".
+MAX_VALUES = 100_000
 
 
 def load_config_file(path: str | Path) -> GitopsConfig:
@@ -142,6 +145,7 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> GitopsConfig:
         raise ConfigError(["the file is empty (expected github_configs, services, ...)"])
     if not isinstance(data, dict):
         raise ConfigError([f"top level: expected a mapping, got {type_name(data)}"])
+    _check_expansion(data)
     errors: list[str] = []
     top = Reader(data, "", errors, _TOP_KEYS)
     poll_interval = _poll_interval(top) or DEFAULT_POLL_INTERVAL
@@ -177,6 +181,33 @@ def _load_yaml(text: str) -> Any:
         raise ConfigError([f"invalid YAML at line {line}: {exc.reason}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"invalid YAML: {type(exc).__name__}"]) from None
+
+
+def _check_expansion(data: dict[Any, Any]) -> None:
+    """Refuse a file whose aliases expand it beyond MAX_VALUES (or into a cycle).
+
+    PyYAML shares an aliased value instead of copying it, so loading is cheap; but
+    anything that walks or dumps the result (an error message, the rendered ConfigMap)
+    would pay for every repetition. Counting the walk, with a budget, stops that here.
+    """
+    budget = MAX_VALUES
+    for key, value in data.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            budget -= 1
+            if budget < 0:
+                raise ConfigError(
+                    [
+                        f"{key}: expands to more than {MAX_VALUES} values (YAML aliases that "
+                        "repeat too often or contain themselves)"
+                    ]
+                )
+            if isinstance(item, dict):
+                stack.extend(item.values())
+                budget -= len(item)  # the keys
+            elif isinstance(item, list):
+                stack.extend(item)
 
 
 def _poll_interval(reader: Reader) -> int | None:
