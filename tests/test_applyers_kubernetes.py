@@ -23,6 +23,7 @@ from syncworker.applyers.kubeapi import KubeApi, Resource
 from syncworker.applyers.kubernetes import KubernetesApplyer
 from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
 from syncworker.kube.refs import ObjectRef
+from tests.support.kube_throttle import Throttle
 from tests.support.kubeenv import KubeTestEnv, pinned_version
 
 
@@ -624,37 +625,39 @@ def test_unchanged_objects_are_listed_page_by_page(
 
 @pytest.mark.kube
 def test_a_failed_patch_forgets_what_was_applied_before(
-    applyer: KubernetesApplyer,
+    kube_env: KubeTestEnv,
     kube_namespace: str,
     kube_api_client: client.ApiClient,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     objects = service_objects(kube_namespace)
-    assert applyer.apply(to_yaml(objects))[0]
-    key = key_of(ObjectRef.of(objects[1]))
-    assert applyer.remembered.get(key) is not None
-    client.CoreV1Api(kube_api_client).patch_namespaced_config_map(
-        "settings-0", kube_namespace, {"data": {"greeting": "hacked"}}, field_manager="kubectl-edit"
-    )
-    request = KubeApi.request
+    with Throttle(kube_env, kube_namespace, verbs=("create", "patch")) as throttle:
+        applyer = KubernetesApplyer(kubeconfig=str(throttle.kubeconfig))
+        try:
+            assert applyer.apply(to_yaml(objects))[0]
+            key = key_of(ObjectRef.of(objects[1]))
+            assert applyer.remembered.get(key) is not None
+            client.CoreV1Api(kube_api_client).patch_namespaced_config_map(
+                "settings-0",
+                kube_namespace,
+                {"data": {"greeting": "hacked"}},
+                field_manager="kubectl-edit",
+            )
 
-    def failing_patches(self: KubeApi, method: str, path: str, **kwargs: Any) -> Any:
-        if method == "PATCH":
-            raise TransientApplyError(f"{path}: the server went away")
-        return request(self, method, path, **kwargs)
+            # The apiserver refuses the PATCH that would take the field back.
+            with throttle.held(), pytest.raises(TransientApplyError, match="Too many requests"):
+                applyer.apply(to_yaml(objects))
 
-    monkeypatch.setattr(KubeApi, "request", failing_patches)
-
-    with pytest.raises(TransientApplyError, match="went away"):
-        applyer.apply(to_yaml(objects))
-
-    assert applyer.remembered.get(key) is None
-    assert applyer.remembered.get(key_of(ObjectRef.of(objects[2]))) is not None
+            assert applyer.remembered.get(key) is None
+            assert applyer.remembered.get(key_of(ObjectRef.of(objects[2]))) is not None
+        finally:
+            applyer.close()
 
 
 def test_a_server_that_refuses_metadata_lists_is_listed_in_full(tmp_path: Path) -> None:
-    """The kube-apiserver converts any list to metadata; an aggregated API server may not.
-    A loopback server answers 406 to the metadata Accept header, and pages plain lists."""
+    """An aggregated API server may refuse the metadata-only Accept header with 406; the
+    kube-apiserver serves every list as metadata and cannot be made to refuse it. So a
+    loopback server stands in for such an aggregated server: it answers 406 to the
+    metadata Accept header and pages plain lists."""
     seen: list[tuple[str, str]] = []
 
     class Picky(BaseHTTPRequestHandler):
@@ -753,59 +756,27 @@ def test_yaml_keys_json_cannot_sort_are_sent_and_values_it_cannot_carry_refused(
     assert output.startswith("invalid bundle: ConfigMap bin cannot be sent as JSON: ")
 
 
-def test_throttling_is_a_transient_error_carrying_retry_after(tmp_path: Path) -> None:
-    """A 429 cannot be provoked on demand from the test server; a loopback HTTP server that
-    answers every request with one stands in for an overloaded API server."""
+@pytest.mark.kube
+def test_throttling_is_a_transient_error_carrying_retry_after(
+    kube_env: KubeTestEnv, kube_namespace: str
+) -> None:
+    """The real apiserver throttles, through API Priority and Fairness (see
+    tests/support/kube_throttle.py)."""
+    meta = {"name": "x", "namespace": kube_namespace, "labels": labels()}
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+    with Throttle(kube_env, kube_namespace) as throttle:
+        applyer = KubernetesApplyer(kubeconfig=str(throttle.kubeconfig))
+        try:
+            with throttle.held() as probe, pytest.raises(TransientApplyError) as caught:
+                applyer.apply(to_yaml([configmap]))
+            ok, output = applyer.apply(to_yaml([configmap]))  # released: served again
+        finally:
+            applyer.close()
 
-    class Throttled(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # discovery answers; the apply itself is throttled
-            body = json.dumps(
-                {
-                    "kind": "APIResourceList",
-                    "groupVersion": "v1",
-                    "resources": [{"name": "configmaps", "kind": "ConfigMap", "namespaced": True}],
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_PATCH(self) -> None:
-            self.send_response(429)
-            self.send_header("Retry-After", "7")
-            self.send_header("Content-Type", "application/json")
-            body = b'{"kind":"Status","message":"Too many requests, please try again later."}'
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Throttled)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }))  # fmt: skip
-    try:
-        applyer = KubernetesApplyer(kubeconfig=str(kubeconfig))
-        with pytest.raises(TransientApplyError) as caught:
-            applyer.apply(to_yaml([
-                {"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": "x", "namespace": "default"}},
-            ]))  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
-
-    assert caught.value.retry_after == 7
+    assert probe.status_code == 429
+    assert caught.value.retry_after == float(probe.headers["Retry-After"]) >= 1
     assert "Too many requests" in str(caught.value)
+    assert ok, output
 
 
 def test_without_kubeconfig_outside_a_cluster_install_explains_why(
