@@ -1,5 +1,6 @@
 """A real ``celery beat`` process with django-celery-beat's database scheduler, on the
-test database: what drives the polls and the recovery sweep in production."""
+test database and behind the loopback-only network guard: what drives the polls and the
+recovery sweep in production."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def beat_process(database_url: str, env: dict[str, str] | None = None) -> Iterat
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gitops-beat-") as scratch:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "gitops_site", "beat", "--loglevel", "INFO",
+            [sys.executable, "-m", "tests.support.netguard", "celery", "-A", "gitops_site", "beat",
+             "--loglevel", "INFO",
              "-S", "django_celery_beat.schedulers:DatabaseScheduler",
              "--pidfile", os.path.join(scratch, "beat.pid")],
             cwd=ROOT,
