@@ -4,6 +4,7 @@ the command in fresh processes; no cluster (tests/test_deploy_apiserver.py has o
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -18,8 +19,7 @@ import yaml
 from django.core.management import call_command
 
 from syncworker.config import parse_config
-from syncworker.deployrender import cli, lockexport
-from syncworker.deployrender.locked import REQUIREMENTS
+from syncworker.deployrender import cli, lockexport, template
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = "deploy/example/gitops-config.yaml"
@@ -50,9 +50,14 @@ poll_interval: 30
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
-    """The command in this process (fast); ``main`` exits on usage errors like argparse."""
+    """The command in this process (fast), as ``main`` runs it: argparse exits 2 on a bad
+    option value, with its message on stderr."""
     out, err = io.StringIO(), io.StringIO()
-    parsed = cli.build_parser().parse_args(list(args))
+    try:
+        with contextlib.redirect_stderr(err):
+            parsed = cli.build_parser().parse_args(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue(), err.getvalue()
     code = cli.run(parsed, out.write, err.write)
     return code, out.getvalue(), err.getvalue()
 
@@ -126,9 +131,10 @@ def test_the_committed_example_is_up_to_date() -> None:
 def test_the_stock_image_pins_match_uv_lock() -> None:
     if shutil.which("uv") is None:
         pytest.skip("uv is not installed (scripts/bootstrap installs it)")
-    assert lockexport.module_text(lockexport.export_requirements()) == (
-        lockexport.MODULE.read_text()
-    ), "syncworker/deployrender/locked.py is stale: python -m syncworker.deployrender.lockexport"
+    assert lockexport.export_requirements() == lockexport.REQUIREMENTS.read_text(), (
+        "syncworker/deployrender/manifests/requirements.txt is stale: "
+        "python -m syncworker.deployrender.lockexport"
+    )
 
 
 def test_every_document_is_an_object_with_api_version_kind_and_name() -> None:
@@ -401,8 +407,9 @@ def test_a_built_image_runs_its_commands_without_the_stock_runtime() -> None:
 def test_the_stock_image_installs_the_locked_requirements_at_start() -> None:
     docs = render_example()
     runtime = find(docs, "ConfigMap", "gitops-runtime")["data"]
-    assert runtime["requirements.txt"] == REQUIREMENTS
-    assert "django==" in REQUIREMENTS and "pytest" not in REQUIREMENTS
+    requirements = template.read_text("requirements.txt")
+    assert runtime["requirements.txt"] == requirements
+    assert "django==" in requirements and "pytest" not in requirements
     web = find(docs, "Deployment", "gitops-web")["spec"]["template"]["spec"]["containers"][0]
     assert web["command"][:3] == ["/bin/sh", "/etc/gitops/runtime/start.sh", "--collectstatic"]
     assert web["image"] == "python:3.11-slim"
@@ -452,7 +459,17 @@ def test_an_unknown_option_fails_and_prints_nothing(args: list[str]) -> None:
         (["--database-url-secret", "nocolon"], "--database-url-secret: expected NAME:KEY"),
         (["--database-url", "mysql://u:hunter2@db/x"], "--database-url: expected a postgres"),
         (["--image", "acme/gitops:1", "--source-url", "https://x/a.whl"], "--source-url: only"),
-        (["--replicas", "0"], "--replicas: must be at least 1"),
+        (["--replicas", "0"], "--replicas: must be a whole number, at least 1"),
+        (["--artifacts-size", "lots"], "--artifacts-size: 'lots' is not a size"),
+        (["--allowed-hosts", "a b"], "--allowed-hosts: 'a b' is not a host name"),
+        (["--resources", "Foo"], "--resources: 'Foo' is not RESOURCE or GROUP/RESOURCE"),
+        (["--cluster-name", "bad name"], "--cluster-name: 'bad name' is not a valid key"),
+        (["--download-base-url", "ftp://x"], "--download-base-url: expected an http://"),
+        (["--secret-key-file", "/no/such/file"], "--secret-key-file: cannot read /no/such/file"),
+        (
+            ["--database-url", "postgres://h/db", "--postgres-password-secret", "pg:pw"],
+            "--postgres-password-*: only for the bundled PostgreSQL",
+        ),
     ],
 )
 def test_a_bad_option_value_fails_and_prints_nothing(args: list[str], message: str) -> None:
@@ -466,3 +483,53 @@ def test_manage_py_apply_gitops_prints_the_same_as_the_console_script() -> None:
     out = io.StringIO()
     call_command("apply_gitops", *EXAMPLE_ARGS, stdout=out, stderr=io.StringIO())
     assert out.getvalue() == EXAMPLE_RENDERED.read_text()
+
+
+def test_a_whole_placeholder_takes_any_value_and_none_removes_its_key_or_item() -> None:
+    (doc,) = template.fill(
+        'a: ${n}\nb: ${m}\nc: ${gone}\nd: [x, "${gone}", y]\n',
+        {"n": 3, "m": {"k": [1]}, "gone": None},
+    )
+    assert doc == {"a": 3, "b": {"k": [1]}, "d": ["x", "y"]}
+
+
+def test_a_placeholder_inside_text_is_replaced_by_the_text_of_its_value() -> None:
+    (doc,) = template.fill("url: http://web.${ns}.svc:${port}/\n", {"ns": "prod", "port": 80})
+    assert doc == {"url": "http://web.prod.svc:80/"}
+    with pytest.raises(TypeError, match="needs text"):
+        template.fill("url: http://web.${ns}.svc\n", {"ns": None})
+    with pytest.raises(KeyError):
+        template.fill("a: ${missing}\n", {})
+
+
+def test_if_and_unless_keep_or_drop_a_value_an_item_or_a_whole_document() -> None:
+    text = (
+        "--- !if:on\na: !if:on {x: 1}\nb: !unless:on 2\n"
+        'c: [!if:on one, !unless:on two, "3", !if:on 4]\n'
+        "--- !unless:on\nz: 1\n"
+    )
+    assert template.fill(text, {"on": True}) == [{"a": {"x": 1}, "c": ["one", "3", 4]}]
+    assert template.fill(text, {"on": False}) == [{"z": 1}]
+
+
+def test_lists_from_placeholders_and_conditions_are_spliced_but_literal_lists_are_not() -> None:
+    text = 'l: ["${pre}", a, !if:on [b, c], [d], "${empty}"]\n'
+    (doc,) = template.fill(text, {"pre": ["p1", "p2"], "on": True, "empty": []})
+    assert doc == {"l": ["p1", "p2", "a", "b", "c", ["d"]]}
+
+
+def test_an_alias_in_a_manifest_stays_an_alias_in_the_output() -> None:
+    (doc,) = template.fill("a: &cmd [x, y]\nb: *cmd\nc: [x, y]\n", {})
+    assert doc["a"] is doc["b"] and doc["c"] is not doc["a"]
+    assert "&id001" in template.to_yaml(doc)
+
+
+def test_label_tags_give_our_labels_and_the_selector_part_of_them() -> None:
+    (doc,) = template.fill("l: !labels web\ns: !selector broker redis\n", {})
+    assert doc["l"] == {
+        "app.kubernetes.io/name": "simple-gitops",
+        "app.kubernetes.io/component": "web",
+        "app.kubernetes.io/part-of": "simple-gitops",
+        "app.kubernetes.io/managed-by": "apply-gitops",
+    }
+    assert doc["s"] == {"app.kubernetes.io/name": "redis", "app.kubernetes.io/component": "broker"}

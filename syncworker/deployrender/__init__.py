@@ -1,9 +1,9 @@
 """``apply-gitops``: renders the Kubernetes manifests that run Simple GitOps itself.
 
-``render`` turns a ``gitops-config.yaml`` and the command-line options into one
-multi-document YAML string; ``cli`` prints it (``--dry-run``) or applies it. Rendering is
-pure: no random values, no clock, no cluster access, so the same input gives the same
-bytes. The modules follow the objects they build: ``configsplit`` (config and secrets),
-``rbac``, ``runtime`` (stock image or built image), ``workloads`` (our pods), ``backing``
-(Redis and PostgreSQL when none is given).
+The objects are the YAML files of ``manifests/`` (package data), filled in by
+``template``; ``render`` computes what goes into them from a ``gitops-config.yaml``
+(``configsplit``: the config without its secrets) and the command-line options
+(``options``), and returns one multi-document YAML string; ``cli`` prints it
+(``--dry-run``) or applies it. Rendering is pure: no random values, no clock, no cluster
+access, so the same input gives the same bytes.
 """

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from syncworker.config import ConfigError
-from syncworker.deployrender.arguments import add_arguments, options_from_args
-from syncworker.deployrender.options import OptionError
+from syncworker.deployrender.options import OptionError, add_arguments, options_from_args
 from syncworker.deployrender.render import render
 
 __all__ = ["add_arguments", "build_parser", "main", "run"]

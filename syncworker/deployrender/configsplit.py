@@ -12,7 +12,7 @@ import yaml
 
 from syncworker.config import ConfigError, parse_config
 from syncworker.config.schema import APPLYER_KEYS
-from syncworker.deployrender.objects import to_yaml
+from syncworker.deployrender.template import to_yaml
 
 CONFIG_DIR = "/etc/gitops"
 CONFIG_KEY = "gitops-config.yaml"

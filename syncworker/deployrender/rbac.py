@@ -1,21 +1,34 @@
-"""ServiceAccounts and the apply worker's permissions.
-
-Only the apply worker talks to the Kubernetes API, so only its ServiceAccount mounts a
-token; every other pod runs without one. It may get, list, create, patch, update and
-delete the configured resource kinds: enough for server-side apply and for prune, and
-nothing else (no RBAC kinds by default, no escalate/bind/impersonate). Cluster-wide by
-default; with ``--scope namespaces=...`` one Role and RoleBinding per namespace instead,
-and nothing cluster-scoped can be touched.
+"""What the apply worker may do: get, list, create, update, patch and delete the given
+resource kinds, enough for server-side apply and for prune, and nothing else (no RBAC
+kinds by default, never escalate, bind or impersonate). manifests/apply-role.yaml binds
+the rules, cluster-wide or, with ``--scope namespaces=...``, in each of those namespaces.
 """
 
 from __future__ import annotations
 
-from syncworker.deployrender.objects import Obj, metadata
-from syncworker.deployrender.options import RenderOptions
+from typing import Any
 
-APP_SERVICE_ACCOUNT = "gitops"
-APPLY_SERVICE_ACCOUNT = "gitops-apply"
-APPLY_ROLE = "simple-gitops-apply"
+Resources = tuple[tuple[str, str], ...]  # (API group, resource)
+
+# RBAC kinds are left out on purpose (see deploy/README.md): add them with
+# --add-resources if services ship Roles.
+DEFAULT_RESOURCES: Resources = (
+    ("", "configmaps"),
+    ("", "secrets"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("", "persistentvolumeclaims"),
+    ("", "namespaces"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("policy", "poddisruptionbudgets"),
+    ("autoscaling", "horizontalpodautoscalers"),
+)
 VERBS = ("get", "list", "create", "update", "patch", "delete")
 
 # Built-in resources a Role cannot grant; dropped from the rules in namespace scope.
@@ -39,27 +52,7 @@ CLUSTER_SCOPED = frozenset(
 )
 
 
-def cluster_role_name(namespace: str) -> str:
-    # One per installation: two releases in two namespaces must not share it.
-    return f"simple-gitops:{namespace}:apply"
-
-
-def service_accounts(options: RenderOptions) -> list[Obj]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": metadata(name, options.namespace, component),
-            "automountServiceAccountToken": automount,
-        }
-        for name, component, automount in (
-            (APP_SERVICE_ACCOUNT, "app", False),
-            (APPLY_SERVICE_ACCOUNT, "apply-worker", True),
-        )
-    ]
-
-
-def rules(resources: tuple[tuple[str, str], ...], *, namespaced_only: bool) -> list[Obj]:
+def rules(resources: Resources, *, namespaced_only: bool) -> list[dict[str, Any]]:
     by_group: dict[str, set[str]] = {}
     for group, resource in resources:
         if namespaced_only and (group, resource) in CLUSTER_SCOPED:
@@ -69,57 +62,3 @@ def rules(resources: tuple[tuple[str, str], ...], *, namespaced_only: bool) -> l
         {"apiGroups": [group], "resources": sorted(names), "verbs": list(VERBS)}
         for group, names in sorted(by_group.items())
     ]
-
-
-def apply_permissions(options: RenderOptions) -> list[Obj]:
-    subject = {
-        "kind": "ServiceAccount",
-        "name": APPLY_SERVICE_ACCOUNT,
-        "namespace": options.namespace,
-    }
-    if not options.scope_namespaces:
-        name = cluster_role_name(options.namespace)
-        return [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": metadata(name, None, "apply-worker"),
-                "rules": rules(options.rbac_resources, namespaced_only=False),
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": metadata(name, None, "apply-worker"),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": name,
-                },
-                "subjects": [subject],
-            },
-        ]
-    objects: list[Obj] = []
-    namespaced = rules(options.rbac_resources, namespaced_only=True)
-    for target in options.scope_namespaces:
-        objects.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": metadata(APPLY_ROLE, target, "apply-worker"),
-                "rules": namespaced,
-            }
-        )
-        objects.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": metadata(APPLY_ROLE, target, "apply-worker"),
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": APPLY_ROLE,
-                },
-                "subjects": [subject],
-            }
-        )
-    return objects
