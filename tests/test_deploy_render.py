@@ -25,10 +25,17 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = "deploy/example/gitops-config.yaml"
 EXAMPLE_RENDERED = ROOT / "deploy" / "example" / "rendered.yaml"
 EXAMPLE_ARGS = ["--cluster-name", "my-k8s-cluster", "--config-file", EXAMPLE_CONFIG, "--dry-run"]
+EXAMPLE_CONFIG_TEXT = "".join(
+    line
+    for line in (ROOT / EXAMPLE_CONFIG).read_text().splitlines(True)
+    if "webhook_url" not in line
+)
 
 TOKEN = "ghp_DoNotLeakThisToken0123456789"
 FILE_TOKEN = "glpat-AlsoSecretFromAFile987"
 WEBHOOK_SECRET = "whsec-NeverInTheConfigMap42"
+# Slack's incoming-webhook URLs carry their credential in the path.
+WEBHOOK_URL = "https://hooks.slack.com/services/T0/B0/SlackPathSecret77"
 SECRET_CONFIG = f"""\
 github_configs:
   app:
@@ -46,6 +53,7 @@ services:
   - {{name: web, github: app, k8s_yaml_dir: deploy}}
   - {{name: infra, github: infra, k8s_yaml_dir: k8s}}
 poll_interval: 30
+webhook_url: "{WEBHOOK_URL}"
 """
 
 
@@ -158,7 +166,7 @@ def test_tokens_and_webhook_secrets_stay_out_of_the_configmap_and_stderr(
     assert code == 0, err
     docs = documents(out)
     shipped = find(docs, "ConfigMap", "gitops-config")["data"]["gitops-config.yaml"]
-    for secret in (TOKEN, FILE_TOKEN, WEBHOOK_SECRET):
+    for secret in (TOKEN, FILE_TOKEN, WEBHOOK_SECRET, WEBHOOK_URL, "SlackPathSecret77"):
         assert secret not in out  # only base64 in the Secret's data
         assert secret not in err
     data = find(docs, "Secret", "gitops-secrets")["data"]
@@ -166,7 +174,10 @@ def test_tokens_and_webhook_secrets_stay_out_of_the_configmap_and_stderr(
         "app-token": TOKEN,
         "app-webhook-secret": WEBHOOK_SECRET,
         "infra-token": FILE_TOKEN,
+        "webhook-url": WEBHOOK_URL,
     }
+    assert yaml.safe_load(shipped)["webhook_url_file"] == "/etc/gitops/secrets/webhook-url"
+    assert "webhook_url" not in yaml.safe_load(shipped)
     config = yaml.safe_load(shipped)["github_configs"]
     assert config["app"]["token_file"] == "/etc/gitops/secrets/app-token"
     assert config["app"]["webhook_secret_file"] == "/etc/gitops/secrets/app-webhook-secret"
@@ -191,7 +202,32 @@ def test_the_shipped_config_loads_the_same_secrets_from_the_mounted_secret(
     assert loaded.repositories == original.repositories
     assert [r.token for r in loaded.repositories] == [TOKEN, FILE_TOKEN, None]
     assert loaded.services == original.services
+    assert loaded.webhook_url == original.webhook_url == WEBHOOK_URL
     assert (loaded.applyer.kind, loaded.applyer.cluster_name) == ("kubernetes", "prod")
+    job = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]
+    mounted_keys = next(v for v in job["volumes"] if v["name"] == "config-secrets")
+    assert {i["key"] for i in mounted_keys["secret"]["items"]} == set(os.listdir(mounted))
+
+
+def test_a_webhook_url_from_a_local_file_goes_to_the_secret_too(tmp_path: Path) -> None:
+    (tmp_path / "hook").write_text(WEBHOOK_URL + "\n")
+    config = tmp_path / "gitops-config.yaml"
+    config.write_text(EXAMPLE_CONFIG_TEXT + "webhook_url_file: hook\n")
+    code, out, err = run_cli("--cluster-name", "c", "--config-file", str(config), "--dry-run")
+    assert code == 0, err
+    data = find(documents(out), "Secret", "gitops-secrets")["data"]
+    assert base64.b64decode(data["webhook-url"]).decode() == WEBHOOK_URL
+    assert WEBHOOK_URL not in out
+
+
+def test_a_bad_webhook_url_file_is_named_and_its_content_never_shown(tmp_path: Path) -> None:
+    (tmp_path / "hook").write_text("mailto:SlackPathSecret77@example.com\n")
+    config = tmp_path / "gitops-config.yaml"
+    config.write_text(EXAMPLE_CONFIG_TEXT + "webhook_url_file: hook\n")
+    process = run_process("--cluster-name", "c", "--config-file", str(config), "--dry-run")
+    assert (process.returncode, process.stdout) == (1, "")
+    assert "webhook_url_file: expected an http:// or https:// URL" in process.stderr
+    assert "SlackPathSecret77" not in process.stderr
 
 
 def test_the_migration_job_reruns_when_a_token_changes(secret_config: Path) -> None:
@@ -358,7 +394,7 @@ def test_given_secret_files_are_rendered_and_nothing_is_left_to_create(tmp_path:
     docs = documents(out)
     data = find(docs, "Secret", "gitops-secrets")["data"]
     assert sorted(data) == ["flower-basic-auth", "nokube-token", "postgres-password",
-                            "secret-key"]  # fmt: skip
+                            "secret-key", "webhook-url"]  # fmt: skip
     app = find(docs, "ConfigMap", "gitops-app")
     assert base64.b64decode(app["binaryData"][app_wheel.name]) == app_wheel.read_bytes()
 

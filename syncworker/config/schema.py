@@ -47,7 +47,14 @@ _APPLYER_SETTINGS = {
     "kubectl": ("kubeconfig", "context"),
     "file": ("directory",),
 }
-_TOP_KEYS = ("github_configs", "services", "poll_interval", "webhook_url", *APPLYER_KEYS)
+_TOP_KEYS = (
+    "github_configs",
+    "services",
+    "poll_interval",
+    "webhook_url",
+    "webhook_url_file",
+    *APPLYER_KEYS,
+)
 _REPO_KEYS = (
     "repo_owner",
     "repo_name",
@@ -152,9 +159,11 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> GitopsConfig:
     repos, declared_keys = _repositories(top, poll_interval, base_dir)
     services = _services(top, repos, declared_keys, poll_interval)
     applyer = _applyer(top)
-    webhook_url = top.string("webhook_url", max_length=500)
+    # A secret like a token: Slack's and most others carry their credential in the path.
+    webhook_url = _secret(top, "webhook_url", "webhook_url_file", base_dir)
     if webhook_url is not None:
-        check(top, "webhook_url", rules.web_url, webhook_url)
+        from_file = top.has("webhook_url_file")
+        check(top, "webhook_url_file" if from_file else "webhook_url", rules.web_url, webhook_url)
     if errors:
         raise ConfigError(errors)
     return GitopsConfig(

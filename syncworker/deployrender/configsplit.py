@@ -1,6 +1,7 @@
-"""The config file as the cluster gets it: validated by the config schema, every token and
-webhook secret moved out into the Secret and replaced by a ``*_file`` path where that
-Secret is mounted, and the applyer pointed at the cluster being deployed to."""
+"""The config file as the cluster gets it: validated by the config schema, every secret
+(tokens, webhook secrets, and ``webhook_url``, whose path holds Slack's credential) moved
+out into the Secret and replaced by a ``*_file`` path where that Secret is mounted, and
+the applyer pointed at the cluster being deployed to."""
 
 from __future__ import annotations
 
@@ -19,15 +20,19 @@ CONFIG_KEY = "gitops-config.yaml"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
 SECRETS_DIR = f"{CONFIG_DIR}/secrets"
 
+# A secret's field, inline or *_file, -> its key in gitops-secrets (after the repository
+# key's prefix for a repository's secrets).
 _SECRET_FIELDS = {
     "token": "token",
     "token_file": "token",
     "webhook_secret": "webhook-secret",
     "webhook_secret_file": "webhook-secret",
+    "webhook_url": "webhook-url",
+    "webhook_url_file": "webhook-url",
 }
 _HEADER = (
-    "# Rendered by apply-gitops. Tokens and webhook secrets are in the Secret gitops-secrets,\n"
-    f"# mounted at {SECRETS_DIR}; edit the source file and render again.\n"
+    "# Rendered by apply-gitops. Tokens, webhook secrets and webhook_url are in the Secret\n"
+    f"# gitops-secrets, mounted at {SECRETS_DIR}; edit the source file and render again.\n"
 )
 
 
@@ -55,26 +60,27 @@ def split_config(path: Path, cluster_name: str) -> SplitConfig:
     raw: dict[str, Any] = yaml.safe_load(text)  # valid, so a mapping without duplicate keys
     specs = {spec.key: spec for spec in config.repositories}
     secrets: dict[str, str] = {}
-    out: dict[str, Any] = {}
-    for top_key, value in raw.items():
-        if top_key == "github_configs" and isinstance(value, dict):
-            repos = {}
-            for key, entry in value.items():
-                spec = specs[key]
-                given = {"token": spec.token, "webhook-secret": spec.webhook_secret}
-                repos[key] = _without_secrets(key, entry, given, secrets)
-            out[top_key] = repos
-        else:
-            out[top_key] = value
+    out = _without_secrets("", raw, {"webhook-url": config.webhook_url}, secrets)
+    if isinstance(out.get("github_configs"), dict):
+        out["github_configs"] = {
+            key: _without_secrets(
+                f"{key}-",
+                entry,
+                {"token": specs[key].token, "webhook-secret": specs[key].webhook_secret},
+                secrets,
+            )
+            for key, entry in out["github_configs"].items()
+        }
     notes = _point_applyer(out, cluster_name)
     return SplitConfig(text=_HEADER + to_yaml(out), secrets=secrets, notes=tuple(notes))
 
 
 def _without_secrets(
-    key: str, entry: dict[str, Any], given: dict[str, str | None], secrets: dict[str, str]
+    prefix: str, entry: dict[str, Any], given: dict[str, str | None], secrets: dict[str, str]
 ) -> dict[str, Any]:
-    """The entry with each secret (inline or from a local file) replaced, in place, by a
-    ``*_file`` path into the mounted Secret. ``token: ""`` (clear it) stays as it is."""
+    """The mapping with each secret (inline or from a local file; ``given`` holds its
+    value) replaced, in place, by a ``*_file`` path into the mounted Secret.
+    ``token: ""`` (clear it) stays as it is."""
     result: dict[str, Any] = {}
     for name, value in entry.items():
         kind = _SECRET_FIELDS.get(name)
@@ -83,11 +89,9 @@ def _without_secrets(
             continue
         secret = given[kind]
         if secret:
-            secret_key = f"{key}-{kind}"
-            secrets[secret_key] = secret
-            file_field = "token_file" if kind == "token" else "webhook_secret_file"
-            result[file_field] = f"{SECRETS_DIR}/{secret_key}"
-        elif name in {"token", "webhook_secret"} and value is not None:
+            secrets[prefix + kind] = secret
+            result[kind.replace("-", "_") + "_file"] = f"{SECRETS_DIR}/{prefix}{kind}"
+        elif not name.endswith("_file") and value is not None:
             result[name] = value
     return result
 
