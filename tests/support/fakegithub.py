@@ -49,20 +49,16 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.support.gitserver import RequestRecord
-from tests.support.procs import free_port
+from tests.support.httpserver import LoopbackHandler, LoopbackServer, RequestRecord
 
 SHA_MEDIA_TYPE = "application/vnd.github.sha"
 RAW_MEDIA_TYPE = "application/vnd.github.raw"
@@ -101,15 +97,11 @@ class RateWindow:
         return max(0, self.limit - self.used)
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer[GitHubRequest]):
     def __init__(self, *, token: str = "") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="gitops-fakegithub-"))
-        self.requests: list[GitHubRequest] = []
+        super().__init__(prefix="gitops-fakegithub-")
         self.windows: dict[str, RateWindow] = {}
-        self.port = free_port()
-        self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
         self._switches_off()
         self.token = token
 
@@ -130,24 +122,7 @@ class FakeGitHub:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeGitHub:
-        server = self
-
-        class Handler(_Handler):
-            github = server
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        return self.base_url
 
     def create_repo(self, owner: str, name: str, *, branch: str = "main") -> Path:
         """An empty bare repository served as ``owner/name``; push to the returned path."""
@@ -169,14 +144,6 @@ class FakeGitHub:
             self.requests.clear()
             self._wake.set()
             self._wake = threading.Event()
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
-    def record(self, entry: GitHubRequest) -> None:
-        with self._lock:
-            self.requests.append(entry)
 
     def remaining(self, token: str = "") -> int:
         """What is left of the primary limit of ``token`` ("": anonymous requests)."""
@@ -298,20 +265,20 @@ class _HeldWriter:
         return getattr(self.raw, name)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    github: FakeGitHub
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
+    owner: FakeGitHub
     server_version = "github.com"
     sys_version = ""
+
+    @property
+    def github(self) -> FakeGitHub:
+        return self.owner
 
     def setup(self) -> None:
         super().setup()
         self.rfile = self._in = _CountingReader(self.rfile)  # type: ignore[assignment]
         self.wfile = self._out = _HeldWriter(self.wfile)  # type: ignore[assignment]
         self._in_mark = self._out_mark = 0
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:
         github = self.github
@@ -558,3 +525,7 @@ def _json(data: object) -> bytes:
 def _chunks(text: str, size: int) -> Iterator[str]:
     for start in range(0, len(text), size):
         yield text[start : start + size]
+
+
+# Bound here, not in the class: the handler is defined below the server it serves.
+FakeGitHub.handler = _Handler

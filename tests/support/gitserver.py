@@ -15,86 +15,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.support.procs import free_port
+from tests.support.httpserver import LoopbackHandler, LoopbackServer, RequestRecord
+
+__all__ = ["GitHttpServer", "RequestRecord", "WorkingCopy"]
 
 HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
 
 
-@dataclass
-class RequestRecord:
-    method: str
-    path: str
-    status: int
-    bytes_in: int
-    bytes_out: int
-
-
-@dataclass
-class GitHttpServer:
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gitops-git-")))
-    auth: tuple[str, str] | None = None
-    requests: list[RequestRecord] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> GitHttpServer:
-        server = self
-
-        class Handler(_GitHandler):
-            git = server
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def create_repo(self, name: str, *, branch: str = "main") -> str:
-        """Create an empty bare repository that accepts pushes; return its URL."""
-        path = self.root / f"{name}.git"
-        subprocess.run(
-            ["git", "init", "-q", "--bare", f"--initial-branch={branch}", str(path)], check=True
-        )
-        subprocess.run(["git", "-C", str(path), "config", "http.receivepack", "true"], check=True)
-        # Let a client fetch exactly the commit it learnt from ls-remote.
-        subprocess.run(
-            ["git", "-C", str(path), "config", "uploadpack.allowReachableSHA1InWant", "true"],
-            check=True,
-        )
-        return f"{self.base_url}/{name}.git"
-
-    def record(self, entry: RequestRecord) -> None:
-        with self._lock:
-            self.requests.append(entry)
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
-
-class _GitHandler(BaseHTTPRequestHandler):
-    git: GitHttpServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+class _GitHandler(LoopbackHandler):
+    owner: GitHttpServer
 
     def do_GET(self) -> None:
         self._serve()
@@ -103,10 +34,10 @@ class _GitHandler(BaseHTTPRequestHandler):
         self._serve()
 
     def _authorized(self) -> bool:
-        if self.git.auth is None:
+        if self.owner.auth is None:
             return True
         header = self.headers.get("Authorization", "")
-        expected = "Basic " + base64.b64encode(":".join(self.git.auth).encode()).decode()
+        expected = "Basic " + base64.b64encode(":".join(self.owner.auth).encode()).decode()
         return hmac.compare_digest(header.encode(), expected.encode())
 
     def _read_body(self) -> bytes:
@@ -127,7 +58,7 @@ class _GitHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if not self._authorized():
             payload = b"authentication required\n"
-            self.git.record(RequestRecord(self.command, self.path, 401, len(body), len(payload)))
+            self.owner.record(RequestRecord(self.command, self.path, 401, len(body), len(payload)))
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", str(len(payload)))
@@ -137,7 +68,7 @@ class _GitHandler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "GIT_PROJECT_ROOT": str(self.git.root),
+            "GIT_PROJECT_ROOT": str(self.owner.root),
             "GIT_HTTP_EXPORT_ALL": "1",
             "REQUEST_METHOD": self.command,
             "PATH_INFO": path,
@@ -145,7 +76,7 @@ class _GitHandler(BaseHTTPRequestHandler):
             "CONTENT_TYPE": self.headers.get("Content-Type", ""),
             "CONTENT_LENGTH": str(len(body)),
             "REMOTE_ADDR": self.client_address[0],
-            "REMOTE_USER": self.git.auth[0] if self.git.auth else "anonymous",
+            "REMOTE_USER": self.owner.auth[0] if self.owner.auth else "anonymous",
             "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
             "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
         }
@@ -162,13 +93,35 @@ class _GitHandler(BaseHTTPRequestHandler):
             else:
                 headers.append((name, value.strip()))
         # Recorded before answering, so a client that has its answer sees it counted.
-        self.git.record(RequestRecord(self.command, path, status, len(body), len(payload)))
+        self.owner.record(RequestRecord(self.command, path, status, len(body), len(payload)))
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+class GitHttpServer(LoopbackServer[RequestRecord]):
+    handler = _GitHandler
+
+    def __init__(self, root: Path | None = None, auth: tuple[str, str] | None = None) -> None:
+        super().__init__(root, prefix="gitops-git-")
+        self.auth = auth
+
+    def create_repo(self, name: str, *, branch: str = "main") -> str:
+        """Create an empty bare repository that accepts pushes; return its URL."""
+        path = self.root / f"{name}.git"
+        subprocess.run(
+            ["git", "init", "-q", "--bare", f"--initial-branch={branch}", str(path)], check=True
+        )
+        subprocess.run(["git", "-C", str(path), "config", "http.receivepack", "true"], check=True)
+        # Let a client fetch exactly the commit it learnt from ls-remote.
+        subprocess.run(
+            ["git", "-C", str(path), "config", "uploadpack.allowReachableSHA1InWant", "true"],
+            check=True,
+        )
+        return f"{self.base_url}/{name}.git"
 
 
 class WorkingCopy:
