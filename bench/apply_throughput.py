@@ -17,7 +17,6 @@ Targets: ours >= 3x faster than kubectl; re-sync <= 10% of the full apply.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import resource
@@ -35,16 +34,16 @@ from typing import Any
 
 from bench.common import (
     Context,
+    InThread,
     Kube,
     median,
     mixed_objects,
-    record_kube_versions,
     say,
     short_name,
+    start_kube,
     to_yaml,
 )
 from syncworker.render.bundle import dump_yaml
-from tests.support.kubeenv import KubeTestEnv
 
 PER_FILE = 50
 POOL_THREADS = ("kube-apply",)  # thread_name_prefix of the applyer's pool
@@ -93,7 +92,7 @@ _IDLE = {
 _PLUMBING = {"threading.py", "concurrent/futures/thread.py"}
 
 
-class ThreadSampler:
+class ThreadSampler(InThread):
     """A sampling profiler over threads of this process (cProfile sees one thread; the
     applyer works in a pool): the calling thread and the threads whose names start with
     one of ``prefixes``. Every ``interval`` seconds the innermost Python function of each
@@ -107,16 +106,6 @@ class ThreadSampler:
         self.busy = 0
         self.idle = 0
         self._caller = threading.get_ident()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ThreadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     @staticmethod
     def _key(frame: FrameType) -> tuple[str, str]:
@@ -180,7 +169,7 @@ def run(ctx: Context) -> dict[str, Any]:
     runs = ctx.count(3, 1)
     objects = _rendered(mixed_objects(count, "obj"))
     files_dir = Path(tempfile.mkdtemp(prefix="bench-apply-"))
-    with contextlib.ExitStack() as stack:
+    with ctx.stack() as stack:
         stack.callback(shutil.rmtree, files_dir, ignore_errors=True)
         texts = []
         for start in range(0, count, PER_FILE):
@@ -188,11 +177,7 @@ def run(ctx: Context) -> dict[str, Any]:
             (files_dir / f"objects-{start // PER_FILE:02d}.yaml").write_text(text)
             texts.append(text)
         bundle = "".join(texts)  # the text of the bundle as the product renders it
-        env = KubeTestEnv().start()
-        stack.callback(env.stop)
-        record_kube_versions(ctx, env)
-        kube = Kube(env)
-        stack.callback(kube.close)
+        env, kube = start_kube(ctx, stack)
         apiserver = pids_matching(str(env.workdir))
         cache_dir = files_dir / "kubectl-cache"
 

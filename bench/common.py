@@ -1,8 +1,9 @@
-"""What the benchmarks share: the services and processes they start, the counters they
-read, statistics, profiling, and the generated workloads.
+"""What the benchmarks share: their context (services, environment), the cluster and Git
+set-up, the counters they read, statistics, profiling, and the generated workloads.
 
-Everything listens on loopback, is started from here with ``start_new_session`` and is
-stopped by the caller's ``contextlib.ExitStack``, whatever happens.
+What a benchmark starts (servers, gunicorn, workers, beat) it starts through
+``ctx.stack()``, the tests' own ``tests.support.stack.Stack``: everything listens on
+loopback and is stopped when the stack closes, whatever happens.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import os
 import pstats
 import re
 import shutil
-import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +31,17 @@ from typing import Any, TypeVar
 import requests
 import yaml
 
-from tests.support.procs import free_port, stop_process, wait_until
+from tests.support.gitserver import GitHttpServer, WorkingCopy
+from tests.support.kubeenv import KubeTestEnv
+from tests.support.procs import stop_process, wait_until
 from tests.support.services import PostgresServer, RedisServer
+from tests.support.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 MONITOR_ROLE = "benchmon"
 T = TypeVar("T")
+W = TypeVar("W", bound="InThread")
 _STARTED = time.monotonic()
 
 
@@ -140,6 +146,11 @@ class Context:
     def count(self, full: int, quick: int) -> int:
         return quick if self.quick else full
 
+    def stack(self) -> Stack:
+        """What a benchmark starts, in this run's environment, logs in the scratch
+        directory; all stopped when it closes."""
+        return Stack(env=self.proc_env, logs=self.workdir / "logs")
+
 
 def setup_django(ctx: Context) -> None:
     """Settings from the bench services, ``django.setup()`` and ``migrate``, in-process."""
@@ -167,110 +178,22 @@ def reset_state(ctx: Context) -> None:
         client.flushall()
 
 
-# -- processes ---------------------------------------------------------------------------------
+class InThread:
+    """Runs ``_run`` in a daemon thread from ``with`` to its end; ``_stop`` is set at the
+    end (a sampler's loop waits on it between samples)."""
 
+    def __enter__(self: W) -> W:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
 
-@dataclass
-class Proc:
-    kind: str
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=20)
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
-def _spawn(ctx: Context, kind: str, name: str, argv: list[str]) -> Proc:
-    logs = ctx.workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=ctx.proc_env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Proc(kind, name, proc, log)
-
-
-def _tag() -> str:
-    return hashlib.sha256(f"{os.getpid()}-{time.time_ns()}".encode()).hexdigest()[:6]
-
-
-def start_gunicorn(ctx: Context, stack: contextlib.ExitStack) -> tuple[Proc, str]:
-    """The web server as scripts/run starts it (two sync workers); returns it and its URL."""
-    port = free_port()
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    argv = [str(gunicorn)] if gunicorn.exists() else [sys.executable, "-m", "gunicorn"]
-    argv += ["gitops_site.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--access-logfile", "-"]
-    proc = _spawn(ctx, "web", f"gunicorn-{port}", argv)
-    stack.callback(proc.stop)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited:\n{proc.tail()}")
-        try:
-            return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, timeout=60, what="gunicorn")
-    return proc, url
-
-
-WORKER_QUEUES = {"fetch": ("default,poll,fetch", 2), "apply": ("apply", 1)}
-
-
-def start_worker(ctx: Context, stack: contextlib.ExitStack, kind: str) -> Proc:
-    """A Celery worker with scripts/run's command line: ``fetch`` consumes
-    default,poll,fetch with two processes, ``apply`` the apply queue with one."""
-    from gitops_site.celery import app
-
-    queues, concurrency = WORKER_QUEUES[kind]
-    name = f"{kind}-bench-{_tag()}@%h"
-    argv = [sys.executable, "-m", "celery", "-A", "gitops_site", "worker", "-n", name]
-    argv += ["-Q", queues, "-c", str(concurrency), "-l", "INFO"]
-    proc = _spawn(ctx, kind, name.split("@")[0], argv)
-    stack.callback(proc.stop)
-    full_name = name.replace("%h", socket.gethostname())
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"celery worker {kind} exited:\n{proc.tail()}")
-        if app.control.ping(destination=[full_name], timeout=0.5):
-            return proc
-    raise RuntimeError(f"celery worker {kind} did not answer a ping:\n{proc.tail()}")
-
-
-def start_beat(ctx: Context, stack: contextlib.ExitStack) -> Proc:
-    argv = [sys.executable, "-m", "celery", "-A", "gitops_site", "beat", "-l", "INFO"]
-    argv += ["-s", str(ctx.workdir / "celerybeat-schedule")]
-    proc = _spawn(ctx, "beat", f"beat-{_tag()}", argv)
-    stack.callback(proc.stop)
-    wait_until(
-        lambda: "beat: Starting" in proc.tail(20000) or proc.proc.poll() is not None,
-        timeout=60,
-        what="celery beat",
-    )
-    if proc.proc.poll() is not None:
-        raise RuntimeError(f"celery beat exited:\n{proc.tail()}")
-    return proc
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -393,17 +316,40 @@ class Kube:
         return str(self.get("/version").json().get("gitVersion", ""))
 
 
-def record_kube_versions(ctx: Context, env: Any) -> None:
+def start_kube(ctx: Context, stack: Stack) -> tuple[KubeTestEnv, Kube]:
+    """A fresh kube-apiserver (its and kubectl's versions recorded) and a client for it."""
+    env = stack.start(KubeTestEnv())
     kube = Kube(env)
-    try:
-        ctx.facts["kubernetes_server"] = kube.server_version()
-    finally:
-        kube.close()
+    stack.callback(kube.close)
+    ctx.facts["kubernetes_server"] = kube.server_version()
     result = subprocess.run(
         [str(env.kubectl), "version", "--client", "-o", "json"], capture_output=True, text=True
     )
     with contextlib.suppress(ValueError, KeyError):
         ctx.facts["kubectl"] = json.loads(result.stdout)["clientVersion"]["gitVersion"]
+    return env, kube
+
+
+def start_gitops_on_kube(
+    ctx: Context, stack: Stack, *, namespace: str, repo: str
+) -> tuple[Kube, WorkingCopy, Any]:
+    """A fresh apiserver holding only ``namespace``, the default Cluster row applying to
+    it with the kubernetes applyer, and a working copy of a new repository ``repo`` on
+    a Git smart-HTTP server."""
+    from syncworker.models import Cluster
+
+    env, kube = start_kube(ctx, stack)
+    kube.create_namespace(namespace)
+    git = stack.start(GitHttpServer())
+    copy = WorkingCopy(git.create_repo(repo))
+    stack.callback(copy.cleanup)
+    cluster = Cluster.objects.create(
+        name="bench",
+        applyer=Cluster.Applyer.KUBERNETES,
+        settings={"kubeconfig": str(env.kubeconfig)},
+        is_default=True,
+    )
+    return kube, copy, cluster
 
 
 # -- workloads ---------------------------------------------------------------------------------
@@ -513,7 +459,7 @@ def send_push_webhook(
         headers={
             "Content-Type": "application/json",
             "X-GitHub-Event": "push",
-            "X-GitHub-Delivery": _tag(),
+            "X-GitHub-Delivery": uuid.uuid4().hex[:6],
             "X-Hub-Signature-256": signature,
         },
         timeout=30,

@@ -132,15 +132,13 @@ def run(ctx: Context) -> dict[str, Any]:
         "no_change_polls_per_point": polls,
         "bytes": "on the wire, both directions, headers included (TCP relay)",
     }
-    github = FakeGitHub().start()
-    git = GitHttpServer().start()
-    proxies: list[CountingProxy] = []
-    copies: list[WorkingCopy] = []
-    try:
+    with ctx.stack() as stack:
+        github = stack.start(FakeGitHub())
+        git = stack.start(GitHttpServer())
         for source in ("github", "git"):
             server: FakeGitHub | GitHttpServer = github if source == "github" else git
             proxy = CountingProxy(server.port)
-            proxies.append(proxy)
+            stack.callback(proxy.close)
             points: dict[str, Any] = {}
             for count in SERVICE_COUNTS:
                 name = f"poll-{count}"
@@ -161,7 +159,7 @@ def run(ctx: Context) -> dict[str, Any]:
                     repo = Repository.objects.create(
                         key=key, provider="git", url=f"{proxy.url}/{name}.git", poll_interval=3600
                     )
-                copies.append(copy)
+                stack.callback(copy.cleanup)
                 copy.commit(_files(count), message=f"{count} services")
                 Service.objects.bulk_create(
                     Service(
@@ -174,13 +172,6 @@ def run(ctx: Context) -> dict[str, Any]:
             # What one no-change poll spends its time on, in this process.
             _, profile = cprofile(functools.partial(poll_repository, repo.pk), top=8)
             result[source] = {"by_services": points, "profile_no_change_poll": profile}
-    finally:
-        for proxy in proxies:
-            proxy.close()
-        for copy in copies:
-            copy.cleanup()
-        github.stop()
-        git.stop()
     return result
 
 

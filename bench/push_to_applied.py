@@ -12,7 +12,6 @@ Target: p50 <= 1 s, p99 <= 3 s.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import datetime
 from typing import Any
@@ -24,18 +23,16 @@ from bench.common import (
     Kube,
     config_map,
     deployment,
-    record_kube_versions,
     reset_state,
     say,
     send_push_webhook,
     service,
-    start_gunicorn,
-    start_worker,
+    start_gitops_on_kube,
     summarize,
     to_yaml,
 )
-from tests.support.gitserver import GitHttpServer, WorkingCopy
-from tests.support.kubeenv import KubeTestEnv
+from tests.support.gitserver import WorkingCopy
+from tests.support.procs import wait_until
 
 NAMESPACE = "bench-push"
 KEY = "push"
@@ -58,29 +55,13 @@ def _files(rev: int) -> dict[str, str | bytes | None]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from syncworker.models import Cluster, Repository, Service
+    from syncworker.models import Repository, Service
 
     reset_state(ctx)
     pushes = ctx.count(50, 10)
-    with contextlib.ExitStack() as stack:
-        env = KubeTestEnv().start()
-        stack.callback(env.stop)
-        record_kube_versions(ctx, env)
-        kube = Kube(env)
-        stack.callback(kube.close)
-        kube.create_namespace(NAMESPACE)
-        git = GitHttpServer().start()
-        stack.callback(git.stop)
-        copy = WorkingCopy(git.create_repo("push"))
-        stack.callback(copy.cleanup)
+    with ctx.stack() as stack:
+        kube, copy, cluster = start_gitops_on_kube(ctx, stack, namespace=NAMESPACE, repo="push")
         copy.commit(_files(0), message="rev 0")
-
-        cluster = Cluster.objects.create(
-            name="bench",
-            applyer=Cluster.Applyer.KUBERNETES,
-            settings={"kubeconfig": str(env.kubeconfig)},
-            is_default=True,
-        )
         repo = Repository.objects.create(
             key=KEY, provider="git", url=copy.url, webhook_secret=SECRET, poll_interval=3600
         )
@@ -92,9 +73,9 @@ def run(ctx: Context) -> dict[str, Any]:
             cluster=cluster,
         )
 
-        _, web = start_gunicorn(ctx, stack)
-        start_worker(ctx, stack, "fetch")
-        start_worker(ctx, stack, "apply")
+        _, web = stack.web()
+        stack.worker("fetch")
+        stack.worker("apply")
         session = requests.Session()
         stack.callback(session.close)
 
@@ -156,33 +137,33 @@ def _one_push(
     if response.status_code != 202:
         return {"error": f"webhook answered {response.status_code}: {response.text[:200]}"}
     pending = set(OBJECT_PATHS)
-    deadline = t0 + PUSH_TIMEOUT
-    while pending:
+
+    def applied() -> bool:
         for path in list(pending):
             reply = kube.get(path)
             if reply.status_code == 200:
                 annotations = reply.json()["metadata"].get("annotations") or {}
                 if annotations.get(COMMIT_ANNOTATION) == commit:
                     pending.discard(path)
-        if not pending:
-            break
-        if time.perf_counter() > deadline:
-            return {"error": f"{sorted(pending)} not at {commit[:12]} after {PUSH_TIMEOUT:.0f}s"}
-        time.sleep(0.01)
-    seconds = time.perf_counter() - t0
+        return not pending
 
-    # The deployment's own timestamps split the time into its stages.
-    row = None
-    while time.perf_counter() < deadline:
+    def finished() -> Deployment | None:
         row = (
             Deployment.objects.filter(service_id=service_pk, commit_sha=commit)
             .order_by("-pk")
             .first()
         )
-        if row is not None and row.is_final:
-            break
-        time.sleep(0.02)
-    if row is None or not row.is_final:
+        return row if row is not None and row.is_final else None
+
+    try:
+        wait_until(applied, timeout=PUSH_TIMEOUT, what="the objects", interval=0.01)
+        seconds = time.perf_counter() - t0
+        # The deployment's own timestamps split the time into its stages.
+        left = PUSH_TIMEOUT - (time.perf_counter() - t0)
+        row = wait_until(finished, timeout=left, what="the deployment", interval=0.02)
+    except TimeoutError:
+        if pending:
+            return {"error": f"{sorted(pending)} not at {commit[:12]} after {PUSH_TIMEOUT:.0f}s"}
         return {"error": f"the deployment of {commit[:12]} did not finish"}
     if row.status != Deployment.Status.SUCCEEDED:
         return {"error": f"deployment {row.pk} {row.status}: {row.error[:300]}"}

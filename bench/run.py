@@ -42,6 +42,7 @@ from bench import (
 )
 from bench.common import BENCH_DIR, BenchPostgres, Context, say
 from tests.support.services import RedisServer
+from tests.support.stack import Stack
 
 BENCHMARKS: dict[str, ModuleType] = {
     "poll_cost": poll_cost,
@@ -81,55 +82,53 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Any] = {}
     errors: list[str] = []
     report: dict[str, Any] = {}
-    redis = RedisServer()
     postgres = BenchPostgres(database="gitops_bench")
     try:
-        say(f"starting Redis and PostgreSQL (scratch in {workdir})")
-        redis.start()
-        postgres.start()
-        ctx = Context(
-            quick=args.quick,
-            workdir=workdir,
-            redis=redis,
-            postgres=postgres,
-            secret_key=secrets.token_urlsafe(40),
-        )
-        common.setup_django(ctx)
-        report = {
-            "date": date.isoformat().replace("+00:00", "Z"),
-            "machine": machine(),
-            "source": source(),
-        }
-        for name in selected:
-            say(f"== {name}")
-            before = load_average()
-            begun = time.monotonic()
-            try:
-                results[name] = BENCHMARKS[name].run(ctx)
-            except Exception as exc:  # a failed benchmark is reported; the others still run
-                traceback.print_exc()
-                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-                errors.append(name)
-            runs[name] = {
-                "seconds": round(time.monotonic() - begun, 1),
-                "load_average_before": before,
-                "load_average_after": load_average(),
+        with Stack() as services:
+            services.callback(shutil.rmtree, workdir, ignore_errors=True)
+            say(f"starting Redis and PostgreSQL (scratch in {workdir})")
+            redis = services.start(RedisServer())
+            services.start(postgres)
+            # Closed first: PostgreSQL's shutdown waits for its clients.
+            services.callback(close_database_connections)
+            ctx = Context(
+                quick=args.quick,
+                workdir=workdir,
+                redis=redis,
+                postgres=postgres,
+                secret_key=secrets.token_urlsafe(40),
+            )
+            common.setup_django(ctx)
+            report = {
+                "date": date.isoformat().replace("+00:00", "Z"),
+                "machine": machine(),
+                "source": source(),
             }
-            say(f"== {name} done in {runs[name]['seconds']}s")
-        report["versions"] = versions(ctx)
-        at_end = source()
-        if at_end != report["source"]:
-            # The product changed under the run: say so rather than mix versions silently.
-            report["source"]["changed_during_run"] = at_end
-            say(f"warning: the product changed during the run: {at_end}")
+            for name in selected:
+                say(f"== {name}")
+                before = load_average()
+                begun = time.monotonic()
+                try:
+                    results[name] = BENCHMARKS[name].run(ctx)
+                except Exception as exc:  # a failed benchmark is reported; the others run
+                    traceback.print_exc()
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                    errors.append(name)
+                runs[name] = {
+                    "seconds": round(time.monotonic() - begun, 1),
+                    "load_average_before": before,
+                    "load_average_after": load_average(),
+                }
+                say(f"== {name} done in {runs[name]['seconds']}s")
+            report["versions"] = versions(ctx)
+            at_end = source()
+            if at_end != report["source"]:
+                # The product changed under the run: say so rather than mix versions silently.
+                report["source"]["changed_during_run"] = at_end
+                say(f"warning: the product changed during the run: {at_end}")
     except Exception:
         traceback.print_exc()
         errors.append("setup")
-    finally:
-        close_database_connections()
-        postgres.stop()
-        redis.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     targets: dict[str, Any] = {}
     for name, result in results.items():

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,23 +32,19 @@ from bench.common import (
     MONITOR_ROLE,
     BenchPostgres,
     Context,
-    Kube,
+    InThread,
     config_map,
     cprofile,
     deployment,
-    record_kube_versions,
     reset_state,
     say,
     send_push_webhook,
     service,
-    start_beat,
-    start_gunicorn,
-    start_worker,
+    start_gitops_on_kube,
     summarize,
     to_yaml,
 )
-from tests.support.gitserver import GitHttpServer, WorkingCopy
-from tests.support.kubeenv import KubeTestEnv
+from tests.support.procs import wait_until
 
 NAMESPACE = "bench-scale"
 KEY = "scale"
@@ -98,7 +93,7 @@ def tree_pids(root: int, parents: dict[int, int] | None = None) -> list[int]:
     return found
 
 
-class RssSampler:
+class RssSampler(InThread):
     """Samples VmRSS of every process of each tree (a worker and its pool children, and
     the git processes they run) every ``interval`` seconds, in a thread."""
 
@@ -109,16 +104,6 @@ class RssSampler:
         self.peak_tree = dict.fromkeys(roots, 0)
         self.peak_process = dict.fromkeys(roots, 0)
         self.max_processes = dict.fromkeys(roots, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
@@ -264,33 +249,18 @@ def _service_files(index: int) -> dict[str, str | bytes | None]:
 def run(ctx: Context) -> dict[str, Any]:
     from django.db import connections
 
-    from syncworker.models import Cluster, Repository, Service
+    from syncworker.models import Repository, Service
 
     reset_state(ctx)
     count = ctx.count(1000, 100)
     timeout = ctx.count(900, 240)
-    with contextlib.ExitStack() as outer:
-        env = KubeTestEnv().start()
-        outer.callback(env.stop)
-        record_kube_versions(ctx, env)
-        kube = Kube(env)
-        outer.callback(kube.close)
-        kube.create_namespace(NAMESPACE)
-        git = GitHttpServer().start()
-        outer.callback(git.stop)
-        copy = WorkingCopy(git.create_repo("scale"))
-        outer.callback(copy.cleanup)
+    with ctx.stack() as outer:
+        kube, copy, cluster = start_gitops_on_kube(ctx, outer, namespace=NAMESPACE, repo="scale")
         files: dict[str, str | bytes | None] = {}
         for i in range(count):
             files.update(_service_files(i))
         commit = copy.commit(files, message=f"{count} services")
 
-        cluster = Cluster.objects.create(
-            name="bench",
-            applyer=Cluster.Applyer.KUBERNETES,
-            settings={"kubeconfig": str(env.kubeconfig)},
-            is_default=True,
-        )
         repo = Repository.objects.create(
             key=KEY, provider="git", url=copy.url, webhook_secret=SECRET
         )
@@ -308,11 +278,11 @@ def run(ctx: Context) -> dict[str, Any]:
         monitor = PgMonitor(ctx.postgres)
         outer.callback(monitor.close)
 
-        with contextlib.ExitStack() as processes:
-            web_proc, web = start_gunicorn(ctx, processes)
-            fetch = start_worker(ctx, processes, "fetch")
-            apply = start_worker(ctx, processes, "apply")
-            beat = start_beat(ctx, processes)
+        with ctx.stack() as processes:
+            web_proc, web = processes.web()
+            fetch = processes.worker("fetch")
+            apply = processes.worker("apply")
+            beat = processes.beat(ctx.workdir / "celerybeat-schedule")
             time.sleep(2)  # let start-up work settle before counting
             roots = {
                 "web": web_proc.pid,
@@ -374,30 +344,30 @@ def _sync(
     marks: dict[str, float] = {}
     last_report = t0
     counts: dict[str, int] = {}
-    while True:
+
+    def all_final() -> bool:
+        nonlocal last_report
         rows = monitor.rows(
             "SELECT status, count(*), count(*) FILTER (WHERE bundle_digest <> '') "
             "FROM syncworker_deployment GROUP BY status"
         )
         now = time.perf_counter() - t0
-        counts = {status: int(n) for status, n, _ in rows}
+        counts.clear()
+        counts.update({status: int(n) for status, n, _ in rows})
         rendered = sum(int(r) for _, _, r in rows)
-        total = sum(counts.values())
-        final = sum(counts.get(s, 0) for s in ("succeeded", "failed", "superseded"))
-        if total >= count:
+        if sum(counts.values()) >= count:
             marks.setdefault("all_queued_s", now)
         if rendered >= count:
             marks.setdefault("all_rendered_s", now)
         if counts.get("succeeded"):
             marks.setdefault("first_succeeded_s", now)
-        if final >= count:
-            break
-        if now > timeout:
-            break
         if time.perf_counter() - last_report > 15:
             last_report = time.perf_counter()
             say(f"scale: {now:.0f}s, {counts}, rendered {rendered}")
-        time.sleep(0.5)
+        return sum(counts.get(s, 0) for s in ("succeeded", "failed", "superseded")) >= count
+
+    with contextlib.suppress(TimeoutError):  # reported as not completed
+        wait_until(all_final, timeout=timeout, what="every deployment", interval=0.5)
     wall = time.perf_counter() - t0
     say(f"scale: done in {wall:.1f}s: {counts}")
     return {

@@ -15,7 +15,6 @@ Target: p99 <= 50 ms under wrk.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import re
@@ -25,7 +24,7 @@ from typing import Any
 
 import requests
 
-from bench.common import Context, cprofile, reset_state, say, start_gunicorn, summarize
+from bench.common import Context, cprofile, reset_state, say, summarize
 
 REPOSITORIES = 1000
 SERVICES_PER_REPOSITORY = 2
@@ -107,8 +106,8 @@ def run(ctx: Context) -> dict[str, Any]:
     _populate()
     sequential = ctx.count(100, 30)
     duration = ctx.count(15, 5)
-    with contextlib.ExitStack() as stack:
-        _, web = start_gunicorn(ctx, stack)
+    with ctx.stack() as stack:
+        _, web = stack.web()
         url = web + PATH
         with requests.Session() as session:
             _analyze()

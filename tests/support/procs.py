@@ -9,6 +9,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -17,12 +20,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """The first true answer of ``check``, asked every ``interval`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
+        if answer := check():
+            return answer
+        time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 from tests.support.services import PostgresServer, RedisServer
+from tests.support.stack import Stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("give a command to run after --")
 
-    scratch = tempfile.TemporaryDirectory(prefix="gitops-static-")
-    redis = RedisServer().start()
-    postgres = None if args.sqlite else PostgresServer().start()
-    try:
+    with Stack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="gitops-static-"))
+        redis = stack.start(RedisServer())
+        postgres = None if args.sqlite else stack.start(PostgresServer())
         env = dict(os.environ)
         env["CELERY_BROKER_URL"] = redis.url
         env["CELERY_RESULT_BACKEND"] = redis.url
@@ -40,22 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         # database cannot be dropped at the end.
         env["DATABASE_CONN_MAX_AGE"] = "0"
         # Served from the apps' static folders (WhiteNoise finders); no collectstatic.
-        env["STATIC_ROOT"] = scratch.name
+        env["STATIC_ROOT"] = scratch
         env.pop("DJANGO_DEBUG", None)
         # Tests write the file applyer's output under their tmp_path.
         env["GITOPS_FILE_APPLYER_ROOT"] = tempfile.gettempdir()
-        env["GITOPS_RENDER_DIR"] = os.path.join(scratch.name, "rendered")
+        env["GITOPS_RENDER_DIR"] = os.path.join(scratch, "rendered")
         if postgres is not None:
             env["DATABASE_URL"] = postgres.url
         else:
             path = os.path.join(tempfile.mkdtemp(prefix="gitops-sqlite-"), "db.sqlite3")
             env["DATABASE_URL"] = f"sqlite:///{path}"
         return subprocess.call(command, env=env)
-    finally:
-        if postgres is not None:
-            postgres.stop()
-        redis.stop()
-        scratch.cleanup()
 
 
 if __name__ == "__main__":

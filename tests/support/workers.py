@@ -1,22 +1,33 @@
-"""Real ``celery worker`` processes for the tests, on the test database.
+"""Our own processes, for the tests and the benchmarks: real ``celery worker`` processes,
+waited for until they answer a ping, and any other command of ours (gunicorn, beat).
+Each runs in a session of its own, so stopping it stops its children too, and writes its
+output to a log file.
 
-Each runs with the network guard of ``tests.support.netguard`` (loopback only), and
-``drain_queues`` empties the broker so that a worker never picks up what an earlier
-test module left behind.
+The tests' workers run behind the network guard of ``tests.support.netguard`` (loopback
+only), and ``drain_queues`` empties the broker so that a worker never picks up what an
+earlier test module left behind; the benchmarks' run as scripts/run starts them.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.procs import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# How the tests' workers start: behind the network guard, and without the start-up
+# exchanges with other workers, which they do not need. scripts/run's: PLAIN, no options.
+GUARDED = (sys.executable, "-m", "tests.support.netguard", "celery")
+PLAIN = (sys.executable, "-m", "celery")
+QUICK_START = ("--without-gossip", "--without-mingle")
 
 
 @dataclass
@@ -25,45 +36,82 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def stop(self) -> None:
         stop_process(self.proc, timeout=20)
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool children at once, as a crashed node would."""
-        import signal
-
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def spawn(
+    name: str, argv: Sequence[str], *, env: Mapping[str, str], log_dir: Path | None = None
+) -> WorkerProcess:
+    """Start a command in the repository root with its output in ``<log_dir>/<name>.log``."""
+    log_dir = log_dir or ROOT / "var"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return WorkerProcess(name, proc, log)
+
 
 def start_worker(
-    database_url: str, *, queues: str, concurrency: int = 2, env: dict[str, str] | None = None
+    database_url: str | None = None,
+    *,
+    queues: str,
+    concurrency: int = 2,
+    env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    name: str = "test",
+    launch: Sequence[str] = GUARDED,
+    options: Sequence[str] = QUICK_START,
+    log_dir: Path | None = None,
+    timeout: float = 60,
 ) -> WorkerProcess:
-    """Start a worker and wait until it answers a ping."""
+    """Start a worker and wait until it answers a ping. It runs with ``environ`` (default:
+    this process's environment) plus ``env``, on ``database_url`` when one is given."""
     from gitops_site.celery import app
 
-    name = f"test-{uuid.uuid4().hex[:6]}@%h"
-    log_path = ROOT / "var" / f"test-worker-{name.split('@')[0]}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.netguard", "celery", "-A", "gitops_site",
-         "worker", "-n", name,
-         "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
-        stdout=open(log_path, "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    worker = WorkerProcess(name.replace("%h", os.uname().nodename), proc, log_path)
-    for _ in range(60):
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited: {log_path.read_text()[-3000:]}")
-        if app.control.ping(destination=[worker.name], timeout=0.5):
-            return worker
-    worker.stop()
-    raise RuntimeError(f"celery worker did not answer: {log_path.read_text()[-3000:]}")
+    tag = uuid.uuid4().hex[:6]
+    node = f"{name}-{tag}@%h"
+    full_env = {**(os.environ if environ is None else environ), **(env or {})}
+    if database_url is not None:
+        full_env["DATABASE_URL"] = database_url
+    argv = [*launch, "-A", "gitops_site", "worker", "-n", node,
+            "-Q", queues, "-c", str(concurrency), "-l", "INFO", *options]  # fmt: skip
+    worker = spawn(f"{name}-worker-{tag}", argv, env=full_env, log_dir=log_dir)
+    worker.name = node.replace("%h", os.uname().nodename)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if worker.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited:\n{worker.tail()}")
+            if app.control.ping(destination=[worker.name], timeout=0.5):
+                return worker
+        raise RuntimeError(f"celery worker did not answer a ping:\n{worker.tail()}")
+    except BaseException:
+        worker.stop()
+        raise
 
 
 QUEUES = ("default", "poll", "fetch", "apply")
