@@ -127,6 +127,28 @@ def test_fresh_processes_render_the_same_bytes_whatever_the_hash_seed() -> None:
     assert outputs[0].stdout == run_cli(*EXAMPLE_ARGS)[1]
 
 
+def test_the_console_script_needs_no_django_settings_of_the_users(
+    secret_config: Path, tmp_path: Path
+) -> None:
+    # A config whose checks read settings and models: a url: repository, an applyer.
+    config = tmp_path / "with-applyer.yaml"
+    config.write_text(SECRET_CONFIG + "applyer_kubectl:\n  cluster_name: prod\n")
+    args = ["--cluster-name", "prod", "--config-file", str(config), "--dry-run"]
+    bare = {
+        k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "SECRET_KEY"}
+    }
+    process = subprocess.run(
+        [str(Path(sys.executable).with_name("apply-gitops")), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=bare,
+        check=False,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == run_cli(*args)[1]
+
+
 def test_the_committed_example_is_up_to_date() -> None:
     process = run_process(*EXAMPLE_ARGS)
     assert process.returncode == 0, process.stderr

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 from syncworker.config import ConfigError
 from syncworker.deployrender.options import OptionError, add_arguments, options_from_args
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace, out: Write, err: Write) -> int:
 
 
 def _apply(text: str, kubeconfig: str | None, context: str | None, out: Write, err: Write) -> int:
-    # Imported here: rendering alone needs neither the Kubernetes client nor Django.
+    # Imported here: rendering alone needs no Kubernetes client.
     from syncworker.applyers.base import TransientApplyError
     from syncworker.applyers.kubernetes import KubernetesApplyer
 
@@ -93,7 +96,25 @@ def _apply(text: str, kubeconfig: str | None, context: str | None, out: Write, e
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        _setup_django()
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2
     return run(args, sys.stdout.write, sys.stderr.write)
+
+
+def _setup_django() -> None:
+    """The config file is checked with the rules load_gitops_config applies in the
+    cluster (syncworker.rules, the applyer registry), and those read the project's
+    settings and models. Rendering reads no database and signs nothing, so a random
+    SECRET_KEY stands in when none is given."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gitops_site.settings")
+    if not (os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")):
+        os.environ["SECRET_KEY"] = secrets.token_urlsafe(40)
+    import django
+
+    django.setup()
 
 
 if __name__ == "__main__":
