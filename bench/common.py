@@ -228,6 +228,16 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
 
 
+def best_of(fn: Callable[[], T], repeat: int) -> tuple[float, T]:
+    """The shortest time of ``repeat`` calls of ``fn`` (in seconds), and its last answer."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, value
+
+
 # -- profiling ---------------------------------------------------------------------------------
 
 

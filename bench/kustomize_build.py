@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.common import Context, mixed_objects, to_yaml
+from bench.common import Context, best_of, mixed_objects, to_yaml
 
 OBJECTS = 100
 OVERLAY = """\
@@ -44,15 +42,6 @@ patches:
 """
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, value
-
-
 def run(ctx: Context) -> dict[str, Any]:
     from syncworker.render import RenderOptions, render_service
     from syncworker.render.kustomize import kubectl_binary
@@ -72,11 +61,11 @@ def run(ctx: Context) -> dict[str, Any]:
         options = RenderOptions(service="bench", base_dir=base_dir, commit="c0ffee")
         return render_service(disk_reader(files), options).bundle
 
-    kustomize_s, built = _best(lambda: render("overlay"), repeat)
+    kustomize_s, built = best_of(lambda: render("overlay"), repeat)
     for index, obj in enumerate(built.objects):
         # Our labels stay on: mutating them again changes nothing, so the objects match.
         files[f"plain/{index:03d}.yaml"] = to_yaml([obj]).encode()
-    plain_s, parsed = _best(lambda: render("plain"), repeat)
+    plain_s, parsed = best_of(lambda: render("plain"), repeat)
     if len(built.objects) != OBJECTS or list(parsed.refs) != list(built.refs):
         raise RuntimeError("the kustomize build and the plain files disagree about the objects")
 
@@ -92,8 +81,8 @@ def run(ctx: Context) -> dict[str, Any]:
             command = [kubectl, "kustomize", str(Path(tmp, directory))]
             return subprocess.run(command, check=True, capture_output=True)
 
-        direct_s, _ = _best(lambda: direct("overlay"), repeat)
-        startup_s, _ = _best(lambda: direct("empty"), repeat)
+        direct_s, _ = best_of(lambda: direct("overlay"), repeat)
+        startup_s, _ = best_of(lambda: direct("empty"), repeat)
     return {
         "objects": OBJECTS,
         "repeat": repeat,

@@ -9,22 +9,11 @@ three runs each (quick: one). No target: the ratio says what the C loader is wor
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from bench.common import Context, mixed_objects, to_yaml
-
-
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, value = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, value
+from bench.common import Context, best_of, mixed_objects, to_yaml
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -35,11 +24,11 @@ def run(ctx: Context) -> dict[str, Any]:
     text = to_yaml(mixed_objects(count, "doc", namespace="bench"))
     if not hasattr(yaml, "CSafeLoader"):
         raise RuntimeError("PyYAML was built without libyaml: no CSafeLoader")
-    c_seconds, c_docs = _best(lambda: list(yaml.load_all(text, Loader=yaml.CSafeLoader)), repeat)
-    pure_seconds, pure_docs = _best(
+    c_seconds, c_docs = best_of(lambda: list(yaml.load_all(text, Loader=yaml.CSafeLoader)), repeat)
+    pure_seconds, pure_docs = best_of(
         lambda: list(yaml.load_all(text, Loader=yaml.SafeLoader)), repeat
     )
-    ours_seconds, ours_docs = _best(lambda: load_objects(text), repeat)
+    ours_seconds, ours_docs = best_of(lambda: load_objects(text), repeat)
     if not (len(c_docs) == len(pure_docs) == len(ours_docs) == count) or c_docs != pure_docs:
         raise RuntimeError("the loaders disagree about the documents")
     return {
