@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "syncworker",
+    "syncworker.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -53,6 +54,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -113,13 +115,14 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         # Compressed but not hashed: pages render even where collectstatic never ran
-        # (tests, a fresh checkout), and the admin's assets are all we serve.
+        # (tests, a fresh checkout); the admin's and the dashboard's assets are all we
+        # serve, and the vendored htmx carries its version in its file name.
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
     },
 }
 
-# Serve the admin's assets straight from the installed apps when collectstatic has not
-# run (a fresh checkout, tests); collected files win when they exist.
+# Serve the admin's and the dashboard's assets straight from the installed apps when
+# collectstatic has not run (a fresh checkout, tests); collected files win when they exist.
 WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)

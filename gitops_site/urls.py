@@ -11,4 +11,5 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("", include("syncworker.api.urls")),
     path("", include("syncworker.artifacts.urls")),
+    path("", include("syncworker.dashboard.urls")),
 ]

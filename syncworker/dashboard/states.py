@@ -1,0 +1,38 @@
+"""The states a service or a deployment is shown in, as a word, an icon and a tone (the
+colour), shared by the dashboard and the ``gitops`` command line. Free of Django on
+purpose: the command line imports it on a laptop without the server's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class State:
+    key: str  # the filter value and the CSS class (state-<key>)
+    label: str  # the word people read
+    icon: str  # beside the word; hidden from screen readers, the word says it
+    tone: str  # ok | bad | busy | idle: the colour
+
+    @property
+    def active(self) -> bool:
+        return self.tone == "busy"
+
+
+NEVER = "never"  # no deployment yet (selectors.NEVER_DEPLOYED)
+# Keys: the deployment statuses (models.Deployment.Status), then NEVER; failing first.
+STATES: dict[str, State] = {
+    "failed": State("failed", "Failed", "✗", "bad"),
+    "applying": State("applying", "Applying", "↻", "busy"),
+    "queued": State("queued", "Queued", "◷", "busy"),
+    "succeeded": State("succeeded", "Succeeded", "✓", "ok"),
+    "superseded": State("superseded", "Superseded", "↷", "idle"),
+    NEVER: State(NEVER, "Never deployed", "○", "idle"),
+}
+FINAL = ("succeeded", "failed", "superseded")
+
+
+def state(key: str | None) -> State:
+    """The state of a status; one this table does not know yet still shows its word."""
+    key = key or NEVER
+    return STATES.get(key) or State(key, key.capitalize(), "?", "idle")
