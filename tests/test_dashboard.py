@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from syncworker.dashboard.presenting import can_roll_back, commit_url, repository_web_url
-from syncworker.dashboard.states import STATES
+from syncworker.dashboard.vocabulary import STATES, first_line
 from syncworker.models import AppliedObject, Cluster, Deployment, Repository, Service
 from syncworker.pipeline import actions
 from syncworker.selectors import OVERVIEW_STATUSES
@@ -131,6 +131,14 @@ def test_the_commit_links_to_its_page_on_the_git_host(
 
     assert f'href="https://github.com/acme/infra/commit/{sha}"' in html
     assert f">{sha[:12]}</a>" in html
+
+
+def test_the_repository_link_keeps_an_http_hosts_scheme_and_port_and_drops_credentials() -> None:
+    local = Repository(key="r", provider="git", url="http://bot:tok@127.0.0.1:9418/infra.git")
+    unknown_ssh = Repository(key="r", provider="git", url="git@git.corp.example:acme/infra.git")
+
+    assert repository_web_url(local) == "http://127.0.0.1:9418/infra"
+    assert repository_web_url(unknown_ssh) == ""
 
 
 @pytest.mark.parametrize(
@@ -386,9 +394,9 @@ def test_only_staff_see_the_buttons(
     client: Client, reader_client: Client, staff_client: Client, services: dict[str, Service]
 ) -> None:
     for reader in (client, reader_client):
-        page = reader.get("/services/web/").content.decode() + reader.get("/").content.decode()
+        page = reader.get("/services/api/").content.decode() + reader.get("/").content.decode()
         assert not any(button in page for button in BUTTONS)
-    page = staff_client.get("/services/web/").content.decode()
+    page = staff_client.get("/services/api/").content.decode()
     assert all(button in page for button in BUTTONS)
     assert 'name="csrfmiddlewaretoken"' in page
     assert "Sync now" in staff_client.get("/").content.decode()
@@ -452,6 +460,21 @@ def test_an_action_that_does_not_apply_says_why_instead_of_failing(
     assert response.status_code == 409
     assert "repository infra is disabled" in response.content.decode()
     assert "HX-Trigger" not in response
+
+
+def test_the_newest_deployment_has_no_rollback_button_since_it_is_what_runs(
+    staff_client: Client, services: dict[str, Service]
+) -> None:
+    web = services["web"].deployments.get()
+    older = services["api"].deployments.get(status=Status.SUCCEEDED)
+
+    assert (
+        f"/deployments/{web.pk}/rollback/"
+        not in staff_client.get("/services/web/").content.decode()
+    )
+    assert (
+        f"/deployments/{older.pk}/rollback/" in staff_client.get("/services/api/").content.decode()
+    )
 
 
 def test_rollback_asks_for_confirmation_then_re_applies_the_bundle(
@@ -567,6 +590,22 @@ def test_a_deployment_of_another_service_is_not_found_under_this_one(
 
     assert client.get(f"/api/overview/services/web/deployments/{web.pk}/").json()["id"] == web.pk
     assert client.get(f"/api/overview/services/api/deployments/{web.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        ("apply failed: boom\ndetails", "apply failed: boom"),
+        (
+            "invalid bundle:\n  a.yaml document 2: no apiVersion\nb.yaml",
+            "invalid bundle: a.yaml document 2: no apiVersion",
+        ),
+        ("\n\n  late start", "late start"),
+        ("x" * 300, "x" * 159 + "…"),
+    ],
+)
+def test_the_error_line_is_the_first_line_that_says_something(error: str, line: str) -> None:
+    assert first_line(error) == line
 
 
 def test_every_deployment_status_has_a_word_an_icon_and_a_tone() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
-from syncworker.dashboard.states import STATES
+from syncworker.dashboard.vocabulary import STATES
 from syncworker.models import Service
 from syncworker.selectors import (
     OVERVIEW_STATUSES,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from syncworker.dashboard.states import State, state
+from syncworker.dashboard.vocabulary import State, state
 from syncworker.models import Deployment, Repository, Service
 
 Status = Deployment.Status
@@ -24,11 +24,6 @@ def service_state(service: Service) -> State:
     return deployment_state(getattr(service, "last_status", None))
 
 
-def first_line(text: str, limit: int = 160) -> str:
-    line = next((part.strip() for part in text.strip().splitlines() if part.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 # Commit pages of hosts whose URL layout is known; others get the short id without a link.
 COMMIT_PATHS = {
     "github.com": "/commit/",
@@ -40,23 +35,30 @@ _SCP_LIKE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
 
 
 def repository_web_url(repository: Repository) -> str:
-    """The repository's page on its Git host, without credentials, or ""."""
+    """The repository's page on its Git host, without credentials, or "". An http(s)
+    clone URL is its own page; an SSH one (``git@host:o/r.git``, ``ssh://``) has a page
+    only on a host whose layout is known."""
     url = repository.url.strip()
     match = _SCP_LIKE.match(url) if "://" not in url else None
+    scheme, host, path = "https", "", ""
     if match:
         host, path = match["host"], "/" + match["path"]
     else:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https", "ssh", "git") or not parts.hostname:
-            host, path = "", ""
-        else:
+        if parts.scheme in ("http", "https", "ssh", "git") and parts.hostname:
             host, path = parts.hostname, parts.path
+            if parts.scheme in ("http", "https"):
+                scheme = parts.scheme
+                host += f":{parts.port}" if parts.port else ""
     path = path.rstrip("/").removesuffix(".git")
-    if repository.provider == Repository.Provider.GITHUB and not host and not repository.api_url:
+    github = repository.provider == Repository.Provider.GITHUB
+    if github and not host and not repository.api_url:
         host, path = "github.com", f"/{repository.owner}/{repository.name}"
     if not host or not path.strip("/"):
         return ""
-    return f"https://{host}{path}"
+    if scheme == "https" and not url.startswith("https") and host not in COMMIT_PATHS:
+        return ""  # an SSH URL of an unknown host: its web address cannot be guessed
+    return f"{scheme}://{host}{path}"
 
 
 def commit_url(repository: Repository, sha: str) -> str:

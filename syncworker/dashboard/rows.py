@@ -11,9 +11,9 @@ from syncworker.dashboard.presenting import (
     can_roll_back,
     commit_url,
     deployment_state,
-    first_line,
     service_state,
 )
+from syncworker.dashboard.vocabulary import first_line
 from syncworker.models import Deployment, Repository, Service
 
 

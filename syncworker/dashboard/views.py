@@ -26,7 +26,7 @@ from syncworker.dashboard.access import can_act, readable, staff_only
 from syncworker.dashboard.forms import OverviewFilter
 from syncworker.dashboard.presenting import commit_url, deployment_state, repository_web_url
 from syncworker.dashboard.rows import history_row, service_row
-from syncworker.dashboard.states import STATES
+from syncworker.dashboard.vocabulary import STATES
 from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import actions
 from syncworker.selectors import (
@@ -65,13 +65,13 @@ def overview(request: HttpRequest) -> HttpResponse:
         page = Paginator(services, SERVICES_PER_PAGE).get_page(request.GET.get("page"))
         listed = list(page.object_list)
         attach_last_deployments(listed)
-        counts = overview_status_counts(unfiltered)
+        counts = overview_status_counts(unfiltered)  # shown failing first, as STATES is
         rows = [service_row(service) for service in listed]
         context.update(
             page=page,
             groups=[(repo, list(group)) for repo, group in groupby(rows, lambda r: r.repository)],
             filtered=any(form.cleaned_data.values()),
-            counts=[(STATES[key], n) for key, n in counts.items()],
+            counts=[(state, counts[key]) for key, state in STATES.items() if key in counts],
             total=sum(counts.values()),
             failing_repositories=failing_repositories(),
             can_act=can_act(request.user),

@@ -1,0 +1,1 @@
+"""The ``gitops`` command line: a client of the server's HTTP API (no Django here)."""

@@ -1,0 +1,3 @@
+from syncworker.cli.main import main
+
+main()

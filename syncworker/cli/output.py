@@ -1,0 +1,117 @@
+"""What the ``gitops`` command prints: tables (rich) on stdout, JSON when asked, progress
+and errors on stderr. States read as the dashboard shows them: a word and an icon, the
+colour only repeating them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from syncworker.dashboard.vocabulary import STATES, first_line, state
+
+# The dashboard's tones as terminal styles; the word and the icon are the dashboard's.
+TONE_STYLES = {"bad": "bold red", "busy": "blue", "ok": "green", "idle": "dim"}
+
+stdout = Console(soft_wrap=False)
+stderr = Console(stderr=True, soft_wrap=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def state_text(status: str | None) -> Text:
+    shown = state(status)
+    return Text(f"{shown.icon} {shown.label.lower()}", style=TONE_STYLES[shown.tone])
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    # Python 3.10's fromisoformat does not read a trailing Z.
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def ago(value: str | None, now: datetime | None = None) -> str:
+    moment = parse_time(value)
+    if moment is None:
+        return "—"
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def utc(value: str | None) -> str:
+    moment = parse_time(value)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+
+
+def status_table(overview: dict[str, Any]) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("REPOSITORY", "SERVICE", "STATUS", "COMMIT", "WHEN", "TRIGGER", "ERROR"):
+        table.add_column(column, no_wrap=column != "ERROR", overflow="fold")
+    for row in overview["services"]:
+        deployment = row["last_deployment"] or {}
+        when = deployment.get("finished_at") or deployment.get("started_at")
+        table.add_row(
+            row["repository"],
+            row["name"],
+            state_text(row["state"]),
+            (row["commit"] or "")[:12] or "—",
+            ago(when or deployment.get("queued_at")),
+            deployment.get("trigger", "—"),
+            Text(first_line(row["error_line"], 80), style="red"),
+        )
+    stdout.print(table)
+    counts = overview["counts"]  # shown failing first, as the dashboard does
+    known = [key for key in STATES if counts.get(key)]
+    shown = ", ".join(
+        f"{counts[key]} {state(key).label.lower()}"
+        for key in known + sorted(set(counts) - set(STATES))
+        if counts[key]
+    )
+    stdout.print(f"{overview['count']} service{'s' if overview['count'] != 1 else ''}: {shown}")
+
+
+def history_table(detail: dict[str, Any]) -> None:
+    service = detail["service"]
+    stdout.print(
+        Text.assemble(
+            (service["name"], "bold"),
+            f" ({service['repository']}, cluster {service['cluster'] or 'default'}): ",
+            state_text(service["state"]),
+        )
+    )
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "STATUS", "COMMIT", "TRIGGER", "QUEUED (UTC)", "TOOK", "OBJECTS", "ERROR"):
+        table.add_column(column, no_wrap=column != "ERROR", overflow="fold")
+    for d in detail["deployments"]:
+        trigger = d["trigger"] + (f" of #{d['rollback_of']}" if d["rollback_of"] else "")
+        took = d["duration_seconds"]
+        table.add_row(
+            str(d["id"]),
+            state_text(d["status"]),
+            d["commit_sha"][:12],
+            trigger,
+            utc(d["queued_at"]),
+            f"{took:.1f}s" if took is not None else "—",
+            str(d["object_count"]),
+            Text(first_line(d["error"], 80), style="red"),
+        )
+    stdout.print(table)
+
+
+def error(message: str) -> None:
+    stderr.print(Text.assemble(("gitops: error: ", "bold red"), message))
+
+
+def note(message: str) -> None:
+    stderr.print(message, highlight=False)
