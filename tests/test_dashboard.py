@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -637,3 +638,36 @@ def test_the_pages_load_the_vendored_htmx_and_the_stylesheet(client: Client) -> 
     assert len(scripts) == 2
     for url in scripts:
         assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(30, "just now"), (5 * 60 + 10, "5 min ago"), (3 * 3600, "3 h ago"), (86400, "1 day ago")],
+)
+def test_times_read_as_how_long_ago(seconds: int, shown: str) -> None:
+    from syncworker.dashboard.templatetags.dashboard_tags import ago
+
+    assert ago(timezone.now() - timedelta(seconds=seconds)) == shown
+    assert ago(None) == "never"
+
+
+def test_the_wheel_ships_the_dashboards_templates_and_static_files(tmp_path: Path) -> None:
+    """The stock image installs the wheel: pages without their templates would be 500s."""
+    import subprocess
+    import zipfile
+
+    uv = shutil.which("uv")
+    assert uv, "uv is needed to build the wheel (scripts/bootstrap installs it)"
+    subprocess.run(
+        [uv, "build", "--wheel", "--offline", "-q", "-o", str(tmp_path)], cwd=ROOT, check=True
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+
+    shipped = {
+        str(path.relative_to(ROOT))
+        for pattern in ("templates/**/*.html", "static/**/*.*")
+        for path in DASHBOARD.glob(pattern)
+    }
+    assert len(shipped) >= 12
+    assert shipped <= names, sorted(shipped - names)

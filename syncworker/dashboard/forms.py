@@ -44,6 +44,18 @@ class OverviewFilter(forms.Form):
             assert isinstance(field, forms.ChoiceField)
             field.choices = anything + values
 
+    def selects(self) -> list[dict[str, Any]]:
+        """The choice filters as the template draws them (name, label, choices, value)."""
+        return [
+            {
+                "name": name,
+                "label": self.fields[name].label,
+                "choices": getattr(self.fields[name], "choices", []),
+                "value": self[name].value() or "",
+            }
+            for name in ("status", "repository", "cluster")
+        ]
+
     def services(self) -> tuple[QuerySet[Service], QuerySet[Service]]:
         """(the services matching every filter, the same without the status filter: what
         the per-status counts are taken over). Call after ``is_valid()``."""

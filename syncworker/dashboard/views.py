@@ -56,7 +56,12 @@ def _fragment(request: HttpRequest, target: str) -> bool:
 @vary_on_headers("HX-Request", "HX-Target")
 def overview(request: HttpRequest) -> HttpResponse:
     form = OverviewFilter(request.GET)
-    context: dict[str, Any] = {"form": form, "poll_seconds": POLL_OVERVIEW, "nav": "overview"}
+    context: dict[str, Any] = {
+        "form": form,
+        "selects": form.selects(),
+        "poll_seconds": POLL_OVERVIEW,
+        "nav": "overview",
+    }
     if not form.is_valid():
         context["filter_error"] = form.error_text()
         status = 400
