@@ -33,6 +33,7 @@ import yaml
 from bench import (
     apply_throughput,
     common,
+    dashboard,
     kustomize_build,
     poll_cost,
     push_to_applied,
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "status_api": status_api,
     "yaml_parse": yaml_parse,
     "kustomize_build": kustomize_build,
+    "dashboard": dashboard,
 }
 RESULTS_DIR = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
