@@ -49,6 +49,7 @@ DEPLOYMENT_SUMMARY_FIELDS = (
     "commit_sha",
     "trigger",
     "status",
+    "reason",
     "rollback_of_id",
     "bundle_digest",
     "object_count",
@@ -145,10 +146,11 @@ def service_detail(name: str) -> Service | None:
 
 def service_history(service: Service) -> QuerySet[Deployment]:
     """The service's deployments, newest first, without the large columns (bundle,
-    applied objects, output) but with the pruned objects (usually few)."""
+    applied objects, output) but with the pruned objects and the render's warnings
+    (few, and bounded)."""
     return (
         service.deployments.select_related("cluster")
-        .only(*DEPLOYMENT_SUMMARY_FIELDS, "pruned_objects", "cluster__name")
+        .only(*DEPLOYMENT_SUMMARY_FIELDS, "pruned_objects", "warnings", "cluster__name")
         .order_by("-id")
     )
 

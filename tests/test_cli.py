@@ -93,7 +93,9 @@ def fleet() -> dict[str, Service]:
     }
     deployment(made["web"], Status.SUCCEEDED, minutes=10)
     deployment(made["web"], Status.SUCCEEDED, minutes=5)
-    deployment(made["api"], Status.FAILED, error="invalid bundle:\napi/a.yaml document 1: no kind")
+    error = "invalid bundle:\napi/a.yaml document 1: no kind"
+    failed = deployment(made["api"], Status.FAILED, error=error)
+    Deployment.objects.filter(pk=failed.pk).update(reason=Deployment.Reason.RENDER)
     return made
 
 
@@ -106,7 +108,7 @@ def test_status_is_a_table_like_the_dashboards_first_page(
     lines = {line.split()[1]: line for line in run.out.splitlines() if line.startswith("infra ")}
     assert set(lines) == {"web", "api", "batch"}
     assert "✓ succeeded" in lines["web"] and re.search(r"  [45]m ago  ", lines["web"])
-    assert "✗ failed" in lines["api"]
+    assert "✗ failed (render)" in lines["api"]
     assert "invalid bundle: api/a.yaml document 1: no kind" in lines["api"]
     assert "○ never deployed" in lines["batch"]
     assert "3 services: 1 failed, 1 succeeded, 1 never deployed" in run.out

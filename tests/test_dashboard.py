@@ -36,7 +36,9 @@ def hx(target: str = "", **extra: str) -> dict[str, str]:
     return {**headers, "HX-Target": target} if target else headers
 
 
-def deploy(service: Service, status: str, *, error: str = "", digest: str = "d" * 64) -> Deployment:
+def deploy(
+    service: Service, status: str, *, error: str = "", digest: str = "d" * 64, **fields: Any
+) -> Deployment:
     now = timezone.now()
     final = status in Deployment.FINAL_STATES
     return Deployment.objects.create(
@@ -51,6 +53,7 @@ def deploy(service: Service, status: str, *, error: str = "", digest: str = "d" 
         queued_at=now - timedelta(seconds=30),
         started_at=now - timedelta(seconds=20) if status != Status.QUEUED else None,
         finished_at=now - timedelta(seconds=5) if final else None,
+        **fields,
     )
 
 
@@ -74,7 +77,13 @@ def services(repo: Repository) -> dict[str, Service]:
     }
     deploy(made["web"], Status.SUCCEEDED)
     deploy(made["api"], Status.SUCCEEDED)
-    deploy(made["api"], Status.FAILED, error="apply failed: ConfigMap api: bad\nsecond line")
+    deploy(
+        made["api"],
+        Status.FAILED,
+        error="apply failed: ConfigMap api: bad\nsecond line",
+        reason=Deployment.Reason.APPLY,
+        warnings=["api/notes.yaml document 1: not a Kubernetes object (no kind), skipped"],
+    )
     deploy(made["worker"], Status.APPLYING)
     return made
 
@@ -114,7 +123,7 @@ def test_the_site_root_shows_each_service_with_the_state_of_its_newest_deploymen
 
     assert "✓ Succeeded" in text(row_of(html, "web")) and "tone-ok" in row_of(html, "web")
     failed = row_of(html, "api")
-    assert "tone-bad" in failed and "✗ Failed" in text(failed)
+    assert "tone-bad" in failed and "✗ Failed Rejected by the cluster" in text(failed)
     assert "apply failed: ConfigMap api: bad" in failed and "second line" not in failed
     assert "↻ Applying" in text(row_of(html, "worker")) and "tone-busy" in row_of(html, "worker")
     assert "○ Never deployed" in text(row_of(html, "batch"))
@@ -378,6 +387,8 @@ def test_the_service_page_shows_history_timings_error_in_full_pruned_objects_and
     assert "apply failed: ConfigMap api: bad\nsecond line" in html
     assert "waited 10.0 s, took 15.0 s" in html
     assert "2 applied, 1 pruned" in html and "ConfigMap prod/old" in html
+    assert "Rejected by the cluster" in html
+    assert "Warnings api/notes.yaml document 1: not a Kubernetes object" in text(html)
     inventory = html[html.index('id="service-inventory"') :]
     assert "Deployment" in inventory and "prod-eu" in inventory and "apps/v1" in inventory
 
@@ -569,6 +580,8 @@ def test_the_overview_json_has_the_rows_and_counts_of_the_first_page(
         and rows["api"]["error_line"] == "apply failed: ConfigMap api: bad"
     )
     assert rows["api"]["last_deployment"]["status"] == "failed"
+    assert rows["api"]["last_deployment"]["reason"] == "apply"
+    assert rows["api"]["reason_label"] == "Rejected by the cluster"
     assert rows["batch"]["last_deployment"] is None
     assert "bundle" not in rows["web"]["last_deployment"]
 

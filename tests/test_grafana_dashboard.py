@@ -30,7 +30,8 @@ def exported() -> dict[str, set[str]]:
     service = Service.objects.create(name="graphed", repository=repo, k8s_yaml_dir="g")
     Deployment.objects.create(service=service, commit_sha="1" * 40, status="succeeded")
     metrics.record_poll("graphed", ok=False)
-    metrics.record_deployment("succeeded", seconds=0.3, repository="graphed")
+    metrics.record_deployment("succeeded", reason="", seconds=0.3, repository="graphed")
+    metrics.record_deployment("failed", reason="render", seconds=None, repository="graphed")
     body = Client().get("/metrics").content.decode()
     samples: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(body):

@@ -26,9 +26,10 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def state_text(status: str | None) -> Text:
+def state_text(status: str | None, reason: str = "") -> Text:
     shown = state(status)
-    return Text(f"{shown.icon} {shown.label.lower()}", style=TONE_STYLES[shown.tone])
+    why = f" ({reason})" if reason else ""
+    return Text(f"{shown.icon} {shown.label.lower()}{why}", style=TONE_STYLES[shown.tone])
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -64,7 +65,7 @@ def status_table(overview: dict[str, Any]) -> None:
         table.add_row(
             row["repository"],
             row["name"],
-            state_text(row["state"]),
+            state_text(row["state"], deployment.get("reason", "")),
             (row["commit"] or "")[:12] or "—",
             ago(when or deployment.get("queued_at")),
             deployment.get("trigger", "—"),
@@ -98,7 +99,7 @@ def history_table(detail: dict[str, Any]) -> None:
         took = d["duration_seconds"]
         table.add_row(
             str(d["id"]),
-            state_text(d["status"]),
+            state_text(d["status"], d.get("reason", "")),
             d["commit_sha"][:12],
             trigger,
             utc(d["queued_at"]),

@@ -53,6 +53,7 @@ class DeploymentBriefSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "status",
+            "reason",
             "commit_sha",
             "trigger",
             "rollback_of",
@@ -83,6 +84,7 @@ class ServiceRowSerializer(serializers.Serializer):
     cluster = serializers.CharField(source="service.cluster.name", default=None)
     state = serializers.CharField(source="state.key")
     state_label = serializers.CharField(source="state.label")
+    reason_label = serializers.CharField(source="reason")
     commit = serializers.CharField()
     commit_url = serializers.CharField(source="commit_link")
     error_line = serializers.CharField()

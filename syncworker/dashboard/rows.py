@@ -25,6 +25,7 @@ class ServiceRow:
     commit: str  # of the newest deployment, else what was last applied
     commit_link: str
     error_line: str
+    reason: str  # why the newest deployment ended as it did, in words ("" when no reason)
 
     @property
     def repository(self) -> Repository:
@@ -44,6 +45,7 @@ class HistoryRow:
     commit_link: str
     can_roll_back: bool
     pruned_count: int
+    reason: str
 
     @property
     def waited_seconds(self) -> float | None:
@@ -67,6 +69,7 @@ def service_row(service: Service) -> ServiceRow:
         commit=commit,
         commit_link=commit_url(service.repository, commit),
         error_line=first_line(deployment.error) if deployment and deployment.error else "",
+        reason=deployment.get_reason_display() if deployment and deployment.reason else "",
     )
 
 
@@ -77,4 +80,5 @@ def history_row(repository: Repository, deployment: Deployment) -> HistoryRow:
         commit_link=commit_url(repository, deployment.commit_sha),
         can_roll_back=can_roll_back(deployment),
         pruned_count=len(deployment.pruned_objects or []),
+        reason=deployment.get_reason_display() if deployment.reason else "",
     )
