@@ -107,7 +107,8 @@ def test_the_overview_shows_succeeded_failed_and_running_services_and_follows_th
         for name in ("web", "api", "worker")
     }
     deployment(made["web"], Status.SUCCEEDED)
-    deployment(made["api"], Status.FAILED, "apply failed: Deployment api: spec.replicas: -1\nmore")
+    failed = deployment(made["api"], Status.FAILED, "apply failed: Deployment api: replicas: -1")
+    Deployment.objects.filter(pk=failed.pk).update(reason=Deployment.Reason.APPLY)
     running = deployment(made["worker"], Status.APPLYING)
     page = new_page()
 
@@ -116,7 +117,8 @@ def test_the_overview_shows_succeeded_failed_and_running_services_and_follows_th
 
     assert "Succeeded" in rows["web"].inner_text()
     assert "Failed" in rows["api"].inner_text()
-    assert "spec.replicas: -1" in rows["api"].inner_text()
+    assert "replicas: -1" in rows["api"].inner_text()
+    assert "Rejected by the cluster" in rows["api"].inner_text()
     assert "Applying" in rows["worker"].inner_text()
     # The failed row stands out by more than its colour: its word and icon are its own.
     assert rows["api"].locator(".state").inner_text().split() == ["✗", "Failed"]
@@ -141,7 +143,7 @@ def test_the_overview_shows_succeeded_failed_and_running_services_and_follows_th
             break
     page.keyboard.press("Enter")
     page.wait_for_url(base + "/services/api/")
-    assert "spec.replicas: -1" in page.locator("#service-live").inner_text()
+    assert "replicas: -1" in page.locator("#service-live").inner_text()
 
     phone = new_page(PHONE)
     phone.goto(base + "/")
