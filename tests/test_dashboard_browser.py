@@ -135,6 +135,12 @@ def test_the_overview_shows_succeeded_failed_and_running_services_and_follows_th
     rows["worker"].locator("text=Succeeded").wait_for(timeout=15_000)
     assert page.evaluate("window.sameDocument") is True
 
+    page.fill("#id_q", "wor")  # the search filters as one types, without a reload
+    page.locator("#service-api").wait_for(state="detached", timeout=15_000)
+    assert page.locator("tr.service").count() == 1 and "?q=wor" in page.url
+    assert page.evaluate("window.sameDocument") is True
+    page.goto(base + "/")
+
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     for _ in range(40):
