@@ -37,6 +37,7 @@ from bench import (
     kustomize_build,
     poll_cost,
     push_to_applied,
+    recovery,
     scale,
     status_api,
     yaml_parse,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "yaml_parse": yaml_parse,
     "kustomize_build": kustomize_build,
     "dashboard": dashboard,
+    "recovery": recovery,
 }
 RESULTS_DIR = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
