@@ -5,10 +5,12 @@ repository by ``tools/k8s-testenv/build.sh``). :class:`KubeTestEnv` starts one s
 loopback ports with RBAC on, a generated service-account signing key and an admin bearer token
 (group ``system:masters``), writes a kubeconfig for it and waits for ``/readyz``. There is no
 kubelet, scheduler or controller-manager: objects are stored and validated, nothing runs them.
+:class:`tests.support.kubecluster.KubeClusterEnv` adds those (``--cluster``).
 
 By hand (and from benchmarks)::
 
     python -m tests.support.kubeenv            # prints the server, kubeconfig, export line
+    python -m tests.support.kubeenv --cluster  # the same, plus controllers and kwok nodes
     export KUBECONFIG=/tmp/kube-testenv-.../kubeconfig
     kubectl get ns                             # the printed kubectl, or any kubectl
 
@@ -42,7 +44,8 @@ TESTENV_DIR = REPO_ROOT / "tools" / "k8s-testenv"
 BUILD_SCRIPT = TESTENV_DIR / "build.sh"
 VERSION_FILE = TESTENV_DIR / "K8S_VERSION"
 
-# Set to a directory holding kube-apiserver-testenv and kubectl to skip build.sh.
+# Set to a directory holding the binaries build.sh builds (and, for the cluster, its ../kwok
+# directory) to skip build.sh.
 BIN_DIR_ENV = "SIMPLE_GITOPS_K8S_TESTENV_BIN"
 
 ADMIN_USER = "admin"
@@ -120,6 +123,52 @@ def _tail(path: Path, max_lines: int = 40) -> str:
     return "\n".join(lines[-max_lines:])
 
 
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM to the process group ``proc`` leads (started with ``start_new_session``), SIGKILL
+    after ``timeout`` seconds; waits for it, and kills anything left in the group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def kubeconfig_document(
+    server: str, ca_file: Path, user: str, credentials: dict[str, str]
+) -> dict[str, object]:
+    """A kubeconfig with one cluster, one user (``credentials``: token or client certificate
+    files) and one context; JSON is YAML, so kubectl and every client read it as written."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kube-testenv",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [
+            {"name": "kube-testenv", "context": {"cluster": "kube-testenv", "user": user}}
+        ],
+        "current-context": "kube-testenv",
+        "preferences": {},
+    }
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (it holds a credential)."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 class KubeTestEnv:
     """One kube-apiserver with an embedded etcd on free loopback ports.
 
@@ -128,7 +177,8 @@ class KubeTestEnv:
     - ``server``: ``https://127.0.0.1:PORT``
     - ``token``: bearer token of ``admin`` (group ``system:masters``)
     - ``kubeconfig``: path of a kubeconfig with that token and the server's CA
-    - ``ca_file``: the self-signed serving certificate bundle from ``--cert-dir``
+    - ``ca_file``: what verifies the serving certificate (the self-signed bundle kube-apiserver
+      writes to ``--cert-dir``; the cluster CA in a ``KubeClusterEnv``)
     - ``kubectl``: path of kubectl built at the same version
     - ``workdir``: the directory holding keys, certificates, etcd data and ``apiserver.log``
     """
@@ -155,8 +205,10 @@ class KubeTestEnv:
         self.kubeconfig = Path()
         self.ca_file = Path()
         self.kubectl = Path()
+        self.bin_dir = Path()
         self.apiserver_binary = Path()
         self.log_path = Path()
+        self.sa_key = Path()
         self.startup_seconds = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
@@ -183,6 +235,7 @@ class KubeTestEnv:
         if self._proc is not None:
             raise KubeTestEnvError("already started")
         bin_dir = self._bin_dir or ensure_built()
+        self.bin_dir = bin_dir
         self.apiserver_binary = bin_dir / "kube-apiserver-testenv"
         self.kubectl = bin_dir / "kubectl"
 
@@ -203,7 +256,9 @@ class KubeTestEnv:
         token_file.write_text(f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         token_file.chmod(0o600)
         sa_key, sa_pub = self._make_service_account_key()
+        self.sa_key = sa_key
 
+        self._prepare()
         command = [
             str(self.apiserver_binary),
             f"--etcd-listen-client-port={etcd_client_port}",
@@ -212,22 +267,7 @@ class KubeTestEnv:
             # Should this Python process die without stopping it, the server stops itself.
             "--exit-with-parent",
             "--",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # The "kubernetes" Service may not point at a loopback address: keep no endpoints.
-            "--endpoint-reconciler-type=none",
-            f"--secure-port={self.port}",
-            f"--cert-dir={cert_dir}",
-            f"--token-auth-file={token_file}",
-            "--authorization-mode=Node,RBAC",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={sa_pub}",
-            f"--service-account-signing-key-file={sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--allow-privileged=true",
-            # No controller-manager creates the "default" service account of a namespace, so
-            # the ServiceAccount admission plugin would refuse every Pod (as envtest does).
-            "--disable-admission-plugins=ServiceAccount",
+            *self._apiserver_flags(cert_dir, token_file, sa_key, sa_pub),
             *self.extra_args,
         ]
         log_file = self.log_path.open("wb")
@@ -251,27 +291,22 @@ class KubeTestEnv:
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
         self._write_kubeconfig()
+        try:
+            self._after_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
         return self
 
     def stop(self) -> None:
         """Stop the server (SIGTERM to its process group, then SIGKILL) and wait for it."""
         atexit.unregister(self.stop)
+        self._before_stop()
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=20)
-            # Anything left in the group (there should be nothing) goes too.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_process_group(proc)
         log_file = self._log_file
         self._log_file = None
         if log_file is not None:
@@ -279,7 +314,45 @@ class KubeTestEnv:
         if not self.keep_workdir and self.workdir != Path() and self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    # -- hooks for KubeClusterEnv -------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Called with the work directory made, before kube-apiserver starts."""
+
+    def _apiserver_flags(
+        self, cert_dir: Path, token_file: Path, sa_key: Path, sa_pub: Path
+    ) -> list[str]:
+        """The kube-apiserver flags (everything after ``--`` but the extra ones)."""
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            # The "kubernetes" Service may not point at a loopback address: keep no endpoints.
+            "--endpoint-reconciler-type=none",
+            f"--secure-port={self.port}",
+            f"--cert-dir={cert_dir}",
+            f"--token-auth-file={token_file}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={sa_pub}",
+            f"--service-account-signing-key-file={sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--allow-privileged=true",
+            # No controller-manager creates the "default" service account of a namespace, so
+            # the ServiceAccount admission plugin would refuse every Pod (as envtest does).
+            "--disable-admission-plugins=ServiceAccount",
+        ]
+
+    def _after_ready(self) -> None:
+        """Called once ``/readyz`` answers and the kubeconfig is written."""
+
+    def _before_stop(self) -> None:
+        """Called first by :meth:`stop` (also after a failed start)."""
+
     # -- helpers -----------------------------------------------------------------------------
+
+    def exit_report(self) -> str:
+        """What to tell a person when :attr:`running` turned false on its own."""
+        return f"kube-apiserver exited; log tail:\n{self.log_tail()}"
 
     def log_tail(self, max_lines: int = 40) -> str:
         """The end of the apiserver's (and embedded etcd's) log."""
@@ -346,32 +419,10 @@ class KubeTestEnv:
                 time.sleep(0.1)
 
     def _write_kubeconfig(self) -> None:
-        # JSON is YAML: kubectl and the Python client read it as a kubeconfig.
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kube-testenv",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority": str(self.ca_file),
-                    },
-                }
-            ],
-            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
-            "contexts": [
-                {
-                    "name": "kube-testenv",
-                    "context": {"cluster": "kube-testenv", "user": ADMIN_USER},
-                }
-            ],
-            "current-context": "kube-testenv",
-            "preferences": {},
-        }
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.kubeconfig.write_text(json.dumps(config, indent=2) + "\n")
-        self.kubeconfig.chmod(0o600)
+        config = kubeconfig_document(self.server, self.ca_file, ADMIN_USER, {"token": self.token})
+        self.kubeconfig = write_private(
+            self.workdir / "kubeconfig", json.dumps(config, indent=2) + "\n"
+        )
 
 
 class _StopRequested(Exception):
@@ -381,19 +432,33 @@ class _StopRequested(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.support.kubeenv",
-        description="Run a real kube-apiserver (with embedded etcd) until Ctrl-C or SIGTERM.",
+        description="Run a real kube-apiserver (with embedded etcd) until Ctrl-C or SIGTERM; "
+        "with --cluster also kube-controller-manager, kube-scheduler and kwok nodes.",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also run kube-controller-manager, kube-scheduler and kwok with fake nodes",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=3, help="number of kwok nodes with --cluster (3)"
     )
     parser.add_argument(
         "--workdir", type=Path, help="directory for keys, etcd data and logs (kept at exit)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for /readyz (120)"
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for /readyz (and, with --cluster, ready nodes) (120)",
     )
     parser.add_argument(
         "--build-only", action="store_true", help="only build; print the bin directory"
     )
     parser.add_argument("apiserver_args", nargs="*", help="extra kube-apiserver flags (after --)")
     args = parser.parse_args(argv)
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
 
     if args.build_only:
         print(ensure_built(), flush=True)
@@ -406,7 +471,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGHUP, request_stop)
 
-    env = KubeTestEnv(args.workdir, startup_timeout=args.timeout, extra_args=args.apiserver_args)
+    env: KubeTestEnv
+    if args.cluster:
+        from tests.support.kubecluster import KubeClusterEnv  # it builds on this module
+
+        env = KubeClusterEnv(
+            args.workdir,
+            nodes=args.nodes,
+            startup_timeout=args.timeout,
+            extra_args=args.apiserver_args,
+        )
+    else:
+        env = KubeTestEnv(
+            args.workdir, startup_timeout=args.timeout, extra_args=args.apiserver_args
+        )
     try:
         env.start()
         print(f"server: {env.server}", flush=True)
@@ -417,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"export KUBECONFIG={env.kubeconfig}", flush=True)
         while env.running:
             time.sleep(0.5)
-        print(f"kube-apiserver exited; log tail:\n{env.log_tail()}", file=sys.stderr)
+        print(env.exit_report(), file=sys.stderr)
         return 1
     except (KeyboardInterrupt, _StopRequested):
         return 0

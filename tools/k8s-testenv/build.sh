@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build kube-apiserver-testenv and kubectl once, at the Kubernetes version in K8S_VERSION, into
+# Build kube-apiserver-testenv, kubectl, kube-controller-manager, kube-scheduler (at the
+# Kubernetes version in K8S_VERSION) and kwok (the version go.mod pins) once, into
 #   ${SIMPLE_GITOPS_CACHE:-$HOME/.cache/simple-gitops}/k8s-testenv/<version>-<hash>/bin/
+# and kwok's stage and RBAC manifests (copied from the kwok module) into .../<version>-<hash>/kwok/,
 # where <hash> covers go.mod, go.sum, every *.go file, this script and the Go version, so a
 # source change builds anew. Prints that bin directory as the last line of stdout; build output
 # goes to stderr. When the binaries are already there it only prints the directory.
@@ -25,12 +27,16 @@ hash="$(
 	} | sha256sum | cut -c1-12
 )"
 target="$cache_root/${version}-${hash}"
-bins=(kube-apiserver-testenv kubectl)
+bins=(kube-apiserver-testenv kubectl kube-controller-manager kube-scheduler kwok)
+kwok_files=(stages.yaml rbac.yaml storage-class.yaml)
 
 is_built() {
-	local b
+	local b f
 	for b in "${bins[@]}"; do
 		[[ -x "$target/bin/$b" ]] || return 1
+	done
+	for f in "${kwok_files[@]}"; do
+		[[ -s "$target/kwok/$f" ]] || return 1
 	done
 }
 
@@ -72,13 +78,52 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	fi
 done
 
-echo "k8s-testenv: building kube-apiserver ${version} and kubectl into $target (takes minutes the first time)" >&2
+echo "k8s-testenv: building ${bins[*]} (${version}) into $target (takes minutes the first time)" >&2
 start=$(date +%s)
-(
-	cd "$here"
-	CGO_ENABLED=0 go build -p "${K8S_TESTENV_BUILD_JOBS:-2}" -trimpath -ldflags "$ldflags" \
-		-o "$tmp/bin/" ./cmd/kube-apiserver-testenv ./cmd/kubectl
-) >&2
+mkdir -p "$tmp/bin"
+# One binary after another: each link of these binaries peaks at ~2.4 GB, and two links at once
+# would double that; the packages they share are compiled once (GOCACHE).
+for b in "${bins[@]}"; do
+	b_start=$(date +%s)
+	(
+		cd "$here"
+		CGO_ENABLED=0 go build -p "${K8S_TESTENV_BUILD_JOBS:-2}" -trimpath -ldflags "$ldflags" \
+			-o "$tmp/bin/$b" "./cmd/$b"
+	) >&2
+	echo "k8s-testenv: $b built in $(($(date +%s) - b_start)) s" >&2
+done
+
+# kwok's own manifests, from the module at the version go.mod pins: the stages kwokctl gives a
+# cluster by default (node-initialize, node-heartbeat-with-lease, pod-ready, pod-complete,
+# pod-delete) plus its volume stages (a PersistentVolumeClaim is provisioned and bound), the
+# kwok-controller ServiceAccount's RBAC, and the StorageClass the volume stages serve.
+kwok_dir="$(cd "$here" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+stage="$kwok_dir/kustomize/stage"
+mkdir -p "$tmp/kwok"
+join_yaml() {
+	local f first=1
+	for f in "$@"; do
+		[[ -s "$f" ]] || {
+			echo "k8s-testenv: $f is missing from the kwok module" >&2
+			return 1
+		}
+		((first)) || echo "---"
+		first=0
+		sed -e '/^---[[:space:]]*$/d' "$f"
+	done
+}
+join_yaml "$stage/node/fast/node-initialize.yaml" \
+	"$stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+	"$stage/pod/fast/pod-ready.yaml" "$stage/pod/fast/pod-complete.yaml" \
+	"$stage/pod/fast/pod-delete.yaml" \
+	"$stage/volume/fast/pvc-provision.yaml" "$stage/volume/fast/pv-bind.yaml" \
+	"$stage/volume/fast/pvc-delete.yaml" "$stage/volume/fast/pv-delete.yaml" \
+	>"$tmp/kwok/stages.yaml"
+join_yaml "$kwok_dir/kustomize/rbac/service_account.yaml" "$kwok_dir/kustomize/rbac/role.yaml" \
+	"$kwok_dir/kustomize/rbac/role_binding.yaml" "$kwok_dir/kustomize/rbac/flow_schema.yaml" \
+	"$stage/volume/rbac/role.yaml" "$stage/volume/rbac/role_binding.yaml" >"$tmp/kwok/rbac.yaml"
+join_yaml "$stage/volume/fast/storage-class.yaml" >"$tmp/kwok/storage-class.yaml"
+(cd "$here" && go list -m -f '{{.Version}}' sigs.k8s.io/kwok) >"$tmp/kwok/VERSION"
 echo "$version" >"$tmp/VERSION"
 
 # Publish atomically: a rename of the whole directory, so an interrupted build leaves no

@@ -19,7 +19,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	_ "time/tzdata" // for timeZone support in CronJob, as upstream
 
@@ -30,6 +29,8 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics, as upstream
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric, as upstream
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+
+	"simplegitops.local/k8s-testenv/internal/parentwatch"
 )
 
 type etcdOptions struct {
@@ -71,7 +72,7 @@ func run(args []string) int {
 		"disable fsync in the embedded etcd: faster, loses data on a crash (fine for tests)")
 	fs.DurationVar(&opts.startTimeout, "etcd-start-timeout", 60*time.Second,
 		"how long to wait for the embedded etcd to be ready")
-	fs.BoolVar(&opts.withParent, "exit-with-parent", envBool("TESTENV_EXIT_WITH_PARENT", false),
+	fs.BoolVar(&opts.withParent, "exit-with-parent", envBool(parentwatch.EnvVar, false),
 		"stop (as on SIGTERM) when the parent process exits, so a killed test run leaves no "+
 			"server behind (env TESTENV_EXIT_WITH_PARENT)")
 	if err := fs.Parse(ownArgs); err != nil {
@@ -86,7 +87,7 @@ func run(args []string) int {
 	}
 
 	if opts.withParent {
-		go exitWithParent(os.Getppid())
+		go parentwatch.Watch("kube-apiserver-testenv", os.Getppid())
 	}
 
 	command := app.NewAPIServerCommand()
@@ -211,20 +212,6 @@ func startEtcd(opts etcdOptions) (*embed.Etcd, func(), error) {
 		e.Server.Stop()
 		cleanup()
 		return nil, nil, fmt.Errorf("not ready after %s", opts.startTimeout)
-	}
-}
-
-// exitWithParent sends this process SIGTERM (kube-apiserver then shuts down gracefully) once
-// the parent process is gone, and exits outright if that has not ended it within 30 s.
-func exitWithParent(ppid int) {
-	for range time.Tick(500 * time.Millisecond) {
-		if os.Getppid() == ppid {
-			continue
-		}
-		fmt.Fprintln(os.Stderr, "kube-apiserver-testenv: parent process exited; stopping")
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
-		time.Sleep(30 * time.Second)
-		os.Exit(1)
 	}
 }
 
