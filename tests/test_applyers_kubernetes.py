@@ -202,8 +202,8 @@ def test_applying_the_same_bundle_again_changes_nothing_and_a_changed_field_is_u
 
 
 @pytest.mark.kube
-def test_an_invalid_object_fails_the_apply_naming_it_after_what_was_applied(
-    applyer: KubernetesApplyer, kube_namespace: str
+def test_an_invalid_object_fails_the_dry_run_and_nothing_is_applied(
+    applyer: KubernetesApplyer, kube_namespace: str, kube_api_client: client.ApiClient
 ) -> None:
     ns = kube_namespace
     broken = {
@@ -219,14 +219,17 @@ def test_an_invalid_object_fails_the_apply_naming_it_after_what_was_applied(
         "metadata": {"name": "fine", "namespace": ns},
     }
 
-    ok, output = applyer.apply(to_yaml([broken, ok_config]))
+    report = applyer.apply_bundle(to_yaml([ok_config, broken]))
 
-    assert not ok
-    first = output.splitlines()[0]
+    assert not report.ok
+    first = report.output.splitlines()[0]
     assert first.startswith(f"Deployment {ns}/broken: ")
     assert "spec.selector" in first
-    assert "configmap/fine serverside-applied" in output.splitlines()
-    assert output.splitlines()[-1].startswith("failed: 1 of 2 objects applied")
+    assert report.output.splitlines()[-1].startswith(
+        "failed: the server's dry run rejected 1 of 2 objects; 0 applied, 0 unchanged in "
+    )
+    assert report.applied == []
+    assert kube_get(kube_api_client, f"/api/v1/namespaces/{ns}/configmaps/fine") is None
 
 
 @pytest.mark.kube
@@ -458,7 +461,12 @@ def expected(objects: list[dict[str, Any]], *applied: dict[str, Any]) -> list[st
 
 
 def patched(sent: list[Sent]) -> list[str]:
-    return sorted(s.path for s in sent if s.method == "PATCH")
+    """The paths of the real applies (not the dry runs)."""
+    return sorted(s.path for s in sent if s.method == "PATCH" and "dryRun" not in s.query)
+
+
+def dry_run(sent: list[Sent]) -> list[str]:
+    return sorted(s.path for s in sent if s.method == "PATCH" and s.query.get("dryRun") == "All")
 
 
 @pytest.mark.kube
@@ -480,7 +488,7 @@ def test_a_resync_of_an_unchanged_bundle_patches_nothing_and_lists_once_per_kind
     assert ok, output
     assert outcome(output) == expected(objects)
     assert output.splitlines()[-1].startswith(f"0 objects applied, {len(objects)} unchanged in ")
-    assert patched(sent) == []
+    assert patched(sent) == dry_run(sent) == []
     assert live_versions(kube_api_client, objects) == before
     # One metadata-only LIST by our labels per (resource, namespace), nothing else.
     pairs = {object_path(obj).rsplit("/", 1)[0] for obj in objects}
@@ -515,6 +523,7 @@ def test_a_field_changed_by_hand_is_taken_back_by_the_next_resync(
     assert ok, output
     assert outcome(output) == expected(objects, objects[2])
     assert patched(sent) == [object_path(objects[2])]
+    assert dry_run(sent) == [object_path(objects[2])]
     assert kube_get(kube_api_client, object_path(objects[2]))["data"]["greeting"] == "hello"
     # Our apply bumped the resourceVersion once more; that one is remembered.
     sent.clear()
@@ -566,7 +575,7 @@ def test_a_changed_object_of_the_bundle_is_applied_and_the_others_skipped(
     assert ok, output
     assert outcome(output) == expected(objects, deployment)
     assert output.splitlines()[-1].startswith(f"1 objects applied, {len(objects) - 1} unchanged")
-    assert patched(sent) == [object_path(deployment)]
+    assert patched(sent) == dry_run(sent) == [object_path(deployment)]
     after = live_versions(kube_api_client, objects)
     assert after[object_path(deployment)] != before[object_path(deployment)]
     assert {p: v for p, v in after.items() if p != object_path(deployment)} == {
@@ -591,7 +600,7 @@ def test_with_verify_unchanged_off_every_object_is_patched_every_time(
 
     assert ok, output
     assert outcome(output) == expected(objects, *objects)
-    assert patched(sent) == sorted(map(object_path, objects))
+    assert patched(sent) == dry_run(sent) == sorted(map(object_path, objects))
     assert [s for s in sent if s.method != "PATCH"] == []
     assert len(applyer.remembered) == 0
 
@@ -628,6 +637,7 @@ def test_a_failed_patch_forgets_what_was_applied_before(
     kube_env: KubeTestEnv,
     kube_namespace: str,
     kube_api_client: client.ApiClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     objects = service_objects(kube_namespace)
     with Throttle(kube_env, kube_namespace, verbs=("create", "patch")) as throttle:
@@ -643,8 +653,18 @@ def test_a_failed_patch_forgets_what_was_applied_before(
                 field_manager="kubectl-edit",
             )
 
-            # The apiserver refuses the PATCH that would take the field back.
-            with throttle.held(), pytest.raises(TransientApplyError, match="Too many requests"):
+            # The dry run passes; the apiserver then refuses the PATCH that would take
+            # the field back (the throttle is held from the first real apply on).
+            real_apply = KubernetesApplyer._apply
+
+            def held_apply(self: KubernetesApplyer, *args: Any) -> bool:
+                if not args[2]:  # no objects in this phase
+                    return real_apply(self, *args)
+                with throttle.held():
+                    return real_apply(self, *args)
+
+            monkeypatch.setattr(KubernetesApplyer, "_apply", held_apply)
+            with pytest.raises(TransientApplyError, match="Too many requests"):
                 applyer.apply(to_yaml(objects))
 
             assert applyer.remembered.get(key) is None

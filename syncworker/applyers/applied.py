@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncworker.applyers.kubeapi import KubeApi, Resource
-from syncworker.applyers.manifests import load_objects, phase_of
+from syncworker.applyers.manifests import is_create_only, load_objects, phase_of
 from syncworker.kube.kinds import group_of
 from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
 from syncworker.kube.refs import ObjectRef
@@ -76,6 +76,8 @@ class Manifest:
     body: str
     digest: bytes
     selector: str | None
+    #: Created when missing, never changed (``CREATE_ONLY_ANNOTATION``).
+    create_only: bool = False
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Manifest:
@@ -85,10 +87,11 @@ class Manifest:
             body, digest = canonical_body(obj)
         except TypeError as exc:
             raise ValueError(f"{ref} cannot be sent as JSON: {exc}") from exc
-        return cls(ref, phase_of(ref.api_version, ref.kind), body, digest, selector_of(obj))
+        phase = phase_of(ref.api_version, ref.kind)
+        return cls(ref, phase, body, digest, selector_of(obj), is_create_only(obj))
 
     def object(self) -> dict[str, Any]:
-        """A fresh copy of the object; only CRDs are read back, to await them."""
+        """A fresh copy of the object (CRDs are read back, to await them)."""
         parsed: dict[str, Any] = json.loads(self.body)
         return parsed
 

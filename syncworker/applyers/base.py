@@ -1,10 +1,14 @@
-"""The applyer interface of the seed, plus what prune needs.
+"""The applyer interface of the seed, plus what prune and the inventory need.
 
 ``install() -> (ok, msg)`` prepares dependencies once per worker; ``apply(yaml) ->
-(ok, out)`` applies a rendered bundle. Applyers that can delete also implement
-``prune(refs) -> PruneResult``. A failure the next attempt may not repeat (connection
-refused, 5xx, 429, timeouts) is raised as TransientApplyError so the task retries it;
-anything else is returned as ``(False, message)`` and fails the deployment at once.
+(ok, out)`` applies a rendered bundle. The pipeline calls ``apply_bundle(yaml) ->
+ApplyReport``, which also says which objects reached the cluster (they go into the
+inventory whatever the outcome, so prune can find them later); its default wraps
+``apply``. Applyers that can delete also implement ``prune(refs) -> PruneResult``.
+
+A failure the next attempt may not repeat (connection refused, 5xx, 429, timeouts) is
+raised as TransientApplyError so the task retries it; anything else is returned as a
+failed report (or ``(False, message)``) and fails the deployment at once.
 """
 
 from __future__ import annotations
@@ -13,15 +17,42 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from syncworker.applyers.manifests import is_create_only, load_objects
 from syncworker.kube.refs import ObjectRef
 
 
 class TransientApplyError(Exception):
-    """The cluster could not be reached or asked us to come back later."""
+    """The cluster could not be reached or asked us to come back later.
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    ``applied`` names what reached the cluster before the error, for the inventory.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        applied: Sequence[ObjectRef] = (),
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.applied = list(applied)
+
+
+@dataclass
+class ApplyReport:
+    """What one apply did.
+
+    ``applied``: objects of the bundle that reached the cluster (created or changed, or
+    already as wanted), to record in the service's inventory even when ``ok`` is false.
+    ``create_only``: objects created only if missing (``CREATE_ONLY_ANNOTATION``); they are
+    never recorded, hence never pruned.
+    """
+
+    ok: bool
+    output: str
+    applied: list[ObjectRef] = field(default_factory=list)
+    create_only: list[ObjectRef] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +72,23 @@ class Applyer(ABC):
     @abstractmethod
     def apply(self, yaml_content: str) -> tuple[bool, str]:
         """Apply every object of ``yaml_content``; ``out`` says what happened."""
+
+    def apply_bundle(self, yaml_content: str) -> ApplyReport:
+        """``apply``, reporting what reached the cluster. This default cannot know how
+        far a failed apply got, so it reports every object of the bundle either way:
+        recording an object that never arrived costs prune one "already gone"."""
+        ok, output = self.apply(yaml_content)
+        try:
+            objects = load_objects(yaml_content)
+        except ValueError:
+            return ApplyReport(ok, output)
+        refs = [(ObjectRef.of(obj), is_create_only(obj)) for obj in objects]
+        return ApplyReport(
+            ok,
+            output,
+            applied=[ref for ref, once in refs if not once],
+            create_only=[ref for ref, once in refs if once],
+        )
 
     def prune(self, refs: Sequence[ObjectRef], *, service: str) -> PruneResult:
         """Delete these objects if they still carry our labels for ``service``."""

@@ -18,7 +18,7 @@ from syncworker.kube.kinds import (
     CRD_KIND,
     group_of,
 )
-from syncworker.kube.labels import SERVICE_LABEL
+from syncworker.kube.labels import CREATE_ONLY_ANNOTATION, SERVICE_LABEL
 from syncworker.yamlload import ManifestLoader
 
 NAMESPACE, CRD, CLUSTER_SCOPED, BASICS, REST, CUSTOM = range(6)
@@ -64,6 +64,12 @@ def _check(obj: object, index: int) -> None:
         raise ValueError(f"document {index} has no apiVersion or kind")
     if not isinstance(meta, dict) or not meta.get("name"):
         raise ValueError(f"document {index} ({obj['kind']}) has no metadata.name")
+
+
+def is_create_only(obj: dict[str, Any]) -> bool:
+    """Created when missing and otherwise left alone (see ``CREATE_ONLY_ANNOTATION``)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return isinstance(annotations, dict) and annotations.get(CREATE_ONLY_ANNOTATION) == "true"
 
 
 def is_builtin(api_version: str) -> bool:
