@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from syncworker.applyers.file import FileApplyer
+from syncworker.kube.labels import CREATE_ONLY_ANNOTATION
+from syncworker.kube.refs import ObjectRef
 
 BUNDLE = """\
 apiVersion: v1
@@ -109,3 +111,31 @@ def test_prune_is_not_supported(tmp_path: Path) -> None:
 
     assert applyer.can_prune is False
     assert applyer.prune([], service="web").ok
+
+
+def test_apply_bundle_reports_the_objects_written_and_the_create_only_ones_apart(
+    tmp_path: Path,
+) -> None:
+    namespace = (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n"
+        f"  annotations: {{{CREATE_ONLY_ANNOTATION}: 'true'}}\n---\n"
+    )
+
+    report = FileApplyer(directory=tmp_path).apply_bundle(namespace + BUNDLE)
+
+    assert report.ok, report.output
+    assert (tmp_path / "web.yaml").read_text() == namespace + BUNDLE
+    assert report.create_only == [ObjectRef("v1", "Namespace", "", "demo")]
+    assert report.applied == [
+        ObjectRef("v1", "ConfigMap", "demo", "web-config"),
+        ObjectRef("v1", "Service", "demo", "web"),
+    ]
+
+
+def test_a_bundle_that_could_not_be_written_reports_nothing_applied(tmp_path: Path) -> None:
+    hostile = BUNDLE.replace("simple-gitops.io/service: web", "simple-gitops.io/service: ../x")
+
+    report = FileApplyer(directory=tmp_path / "rendered").apply_bundle(hostile)
+
+    assert not report.ok
+    assert report.applied == []

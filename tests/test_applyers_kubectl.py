@@ -12,9 +12,28 @@ from kubernetes.client.exceptions import ApiException
 
 from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubectl import KubectlApplyer
+from syncworker.kube.kinds import CRD_KIND
+from syncworker.kube.labels import CREATE_ONLY_ANNOTATION
 from syncworker.kube.refs import ObjectRef
 from tests.support.kubeenv import KubeTestEnv, pinned_version
-from tests.test_applyers_kubernetes import AppBundle, closed_port_kubeconfig, labels, to_yaml
+from tests.test_applyers_dry_run import (
+    BAD_INPUTS,
+    GROUP,
+    config_map,
+    create_only_namespace,
+    free_cluster_ip,
+    good_objects,
+    path_of,
+    service,
+    widget_crd,
+)
+from tests.test_applyers_kubernetes import (
+    AppBundle,
+    closed_port_kubeconfig,
+    kube_get,
+    labels,
+    to_yaml,
+)
 
 pytestmark = pytest.mark.kube
 
@@ -139,3 +158,64 @@ def test_install_fails_when_the_server_is_unreachable(
     assert not ok
     port = json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"].rsplit(":")[-1]
     assert f"127.0.0.1:{port} was refused" in message
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_a_bundle_the_server_rejects_fails_naming_the_object_and_applies_nothing(
+    applyer: KubectlApplyer, kube_namespace: str, kube_api_client: client.ApiClient, case: str
+) -> None:
+    bad = BAD_INPUTS[case]
+    good = good_objects(kube_namespace)
+    refused = [obj for obj in bad.objects(kube_namespace) if obj["kind"] != CRD_KIND]
+
+    report = applyer.apply_bundle(to_yaml([*good, *bad.objects(kube_namespace)]))
+
+    assert not report.ok
+    lines = report.output.splitlines()
+    if case == "a namespace that does not exist":
+        assert lines[0] == bad.says(kube_namespace)
+    else:
+        named = ", ".join(str(ObjectRef.of(obj)) for obj in refused)
+        assert f"rejected by the server's dry run: {named}" in lines, report.output
+    assert lines[-1].startswith("failed: the server's dry run rejected the bundle; ")
+    assert [kube_get(kube_api_client, path_of(obj)) for obj in good] == [None] * len(good)
+    crd = ObjectRef.of(widget_crd(GROUP))
+    assert report.applied == ([crd] if bad.brings_crd else [])
+
+
+def test_kubectl_reports_exactly_what_reached_the_cluster_when_an_apply_fails(
+    applyer: KubectlApplyer, kube_namespace: str, kube_api_client: client.ApiClient
+) -> None:
+    """As for the kubernetes applyer: the second Service's address is taken by the first
+    only when they are applied, after both passed the dry run."""
+    ns, core = kube_namespace, client.CoreV1Api(kube_api_client)
+    address = free_cluster_ip(core)
+    bundle = [config_map("orphan-x", ns), service("one", ns, address), service("two", ns, address)]
+
+    report = applyer.apply_bundle(to_yaml(bundle))
+
+    assert not report.ok
+    assert "provided IP is already allocated" in report.output
+    there = [ObjectRef.of(obj) for obj in bundle if kube_get(kube_api_client, path_of(obj))]
+    assert len(there) == 2
+    assert sorted(report.applied) == sorted(there)
+
+
+def test_kubectl_creates_a_create_only_namespace_and_leaves_an_existing_one_alone(
+    applyer: KubectlApplyer, kube_namespace: str, kube_api_client: client.ApiClient
+) -> None:
+    new, path = f"{kube_namespace}-made", f"/api/v1/namespaces/{kube_namespace}"
+    before = kube_get(kube_api_client, path)["metadata"]
+    bundle = [create_only_namespace(new), config_map("a", new),
+              create_only_namespace(kube_namespace), config_map("b", kube_namespace)]  # fmt: skip
+
+    report = applyer.apply_bundle(to_yaml(bundle))
+
+    assert report.ok, report.output
+    assert f"namespace/{new} created" in report.output.splitlines()
+    assert f"namespace/{kube_namespace} exists, left as it is" in report.output.splitlines()
+    assert kube_get(kube_api_client, path)["metadata"] == before
+    made = kube_get(kube_api_client, f"/api/v1/namespaces/{new}")["metadata"]
+    assert made["annotations"][CREATE_ONLY_ANNOTATION] == "true"
+    assert sorted(report.create_only) == sorted(ObjectRef.of(bundle[i]) for i in (0, 2))
+    assert sorted(report.applied) == sorted(ObjectRef.of(bundle[i]) for i in (1, 3))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from syncworker.applyers.nokube import NokubeApplyer
 from syncworker.kube.refs import ObjectRef
@@ -147,3 +148,19 @@ def test_prune_is_not_supported(bin_path: Path) -> None:
 
     assert applyer.can_prune is False
     assert result.ok and result.pruned == []
+
+
+def test_a_failed_apply_reports_every_object_as_possibly_applied(
+    download_server: NokubeDownloadServer, bin_path: Path
+) -> None:
+    """nokube does not say how far it got: the default ``apply_bundle`` reports the whole
+    bundle, so that whatever did arrive is in the inventory."""
+    applyer = make_applyer(download_server, bin_path)
+    assert applyer.install()[0]
+
+    report = applyer.apply_bundle(f"# {FAIL_MARKER}\n{BUNDLE}")
+
+    assert not report.ok
+    assert "the cluster refused the manifests" in report.output
+    assert sorted(report.applied) == sorted(ObjectRef.of(obj) for obj in yaml.safe_load_all(BUNDLE))
+    assert report.create_only == []

@@ -14,8 +14,9 @@ failed report (or ``(False, message)``) and fails the deployment at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from syncworker.applyers.manifests import is_create_only, load_objects
 from syncworker.kube.refs import ObjectRef
@@ -54,6 +55,15 @@ class ApplyReport:
     applied: list[ObjectRef] = field(default_factory=list)
     create_only: list[ObjectRef] = field(default_factory=list)
 
+    @classmethod
+    def of_all(cls, ok: bool, output: str, objects: Iterable[dict[str, Any]]) -> ApplyReport:
+        """A report that every object of the bundle reached its target."""
+        applied: list[ObjectRef] = []
+        create_only: list[ObjectRef] = []
+        for obj in objects:
+            (create_only if is_create_only(obj) else applied).append(ObjectRef.of(obj))
+        return cls(ok, output, applied, create_only)
+
 
 @dataclass
 class PruneResult:
@@ -82,13 +92,7 @@ class Applyer(ABC):
             objects = load_objects(yaml_content)
         except ValueError:
             return ApplyReport(ok, output)
-        refs = [(ObjectRef.of(obj), is_create_only(obj)) for obj in objects]
-        return ApplyReport(
-            ok,
-            output,
-            applied=[ref for ref, once in refs if not once],
-            create_only=[ref for ref, once in refs if once],
-        )
+        return ApplyReport.of_all(ok, output, objects)
 
     def prune(self, refs: Sequence[ObjectRef], *, service: str) -> PruneResult:
         """Delete these objects if they still carry our labels for ``service``."""

@@ -1,6 +1,7 @@
 """FileApplyer: writes each rendered bundle to a directory instead of a cluster.
 
 The embedded default on a laptop; the files are what ``kubectl apply -f`` would take.
+Create-only objects are written as they are (their annotation says what they are).
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from syncworker.applyers.base import Applyer
+from syncworker.applyers.base import Applyer, ApplyReport
 from syncworker.applyers.manifests import first_service, load_objects
 
 FALLBACK_NAME = "bundle"
@@ -31,10 +33,21 @@ class FileApplyer(Applyer):
         return True, f"writing bundles to {self.directory}"
 
     def apply(self, yaml_content: str) -> tuple[bool, str]:
+        report = self.apply_bundle(yaml_content)
+        return report.ok, report.output
+
+    def apply_bundle(self, yaml_content: str) -> ApplyReport:
+        """All of the bundle is written, or (a failure) none of it."""
         try:
             objects = load_objects(yaml_content)
         except ValueError as exc:
-            return False, f"invalid bundle: {exc}"
+            return ApplyReport(False, f"invalid bundle: {exc}")
+        ok, output = self._write(objects, yaml_content)
+        if not ok:
+            return ApplyReport(False, output)
+        return ApplyReport.of_all(True, output, objects)
+
+    def _write(self, objects: list[dict[str, Any]], yaml_content: str) -> tuple[bool, str]:
         root = self.directory.resolve()
         target = (root / f"{first_service(objects) or FALLBACK_NAME}.yaml").resolve()
         if target.parent != root:
