@@ -8,8 +8,10 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
+from syncworker.kube.labels import CREATE_ONLY_ANNOTATION
 from syncworker.models import Cluster, Deployment, NotificationTarget
 from syncworker.pipeline.deploying import lease_key
 from syncworker.pipeline.redisconn import redis_client
@@ -225,3 +227,136 @@ def timedelta_seconds(seconds: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=seconds)
+
+
+def service_yaml(name: str, namespace: str, cluster_ip: str) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"clusterIP": cluster_ip, "ports": [{"port": 80}]},
+        }
+    )
+
+
+def names_of(refs: list[dict[str, str]]) -> set[str]:
+    return {ref["name"] for ref in refs}
+
+
+def test_what_a_failed_deployment_applied_is_pruned_once_it_leaves_git(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    """Commit 1: ConfigMap orphan-x and two Services asking for the same cluster IP. Each
+    Service passes its dry run alone (the address is free), the second is refused when
+    applied: the deployment fails with orphan-x and one Service on the cluster. Commit 2
+    removes both files: the next deployment prunes them."""
+    ns = kube_namespace
+    taken = {s.spec.cluster_ip for s in core.list_service_for_all_namespaces().items if s.spec}
+    address = next(f"10.0.0.{i}" for i in range(240, 10, -1) if f"10.0.0.{i}" not in taken)
+    git_repo.commit(
+        {
+            "deploy/app/orphan.yaml": cm("orphan-x", ns, "1"),
+            "deploy/app/services.yaml": service_yaml("one", ns, address)
+            + "---\n"
+            + service_yaml("two", ns, address),
+            "deploy/app/keep.yaml": cm("keep", ns, "1"),
+        }
+    )
+    repo, (service,) = make_repo(git_repo, "app")
+    sync(repo)
+    (failed,) = finished(service, 1)
+    assert (failed.status, failed.reason) == (Status.FAILED, Deployment.Reason.APPLY)
+    assert "provided IP is already allocated" in failed.error
+    live = {i.metadata.name for i in core.list_namespaced_service(ns).items if i.metadata}
+    assert len(live & {"one", "two"}) == 1
+    recorded = {row.name for row in service.inventory.all()}
+    assert recorded == {"orphan-x", "keep"} | live
+
+    git_repo.commit({"deploy/app/orphan.yaml": None, "deploy/app/services.yaml": None})
+    sync(repo)
+    latest = finished(service, 2)[-1]
+
+    assert latest.status == Status.SUCCEEDED, latest.error
+    assert names_of(latest.pruned_objects) == {"orphan-x"} | live
+    configs = {i.metadata.name for i in core.list_namespaced_config_map(ns).items if i.metadata}
+    assert "orphan-x" not in configs and "keep" in configs
+    assert [i for i in core.list_namespaced_service(ns).items] == []
+    assert {row.name for row in service.inventory.all()} == {"keep"}
+
+
+def create_only_namespace(name: str) -> str:
+    """The Namespace the render stage adds for a service that names its namespace."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "annotations": {CREATE_ONLY_ANNOTATION: "true"}},
+        }
+    )
+
+
+def test_a_service_deploys_into_a_namespace_created_for_it_which_is_never_pruned(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    made = f"{kube_namespace}-app"
+    git_repo.commit(
+        {
+            "deploy/app/namespace.yaml": create_only_namespace(made),
+            "deploy/app/a.yaml": cm("alpha", made, "1"),
+            "deploy/app/b.yaml": cm("beta", made, "1"),
+        }
+    )
+    repo, (service,) = make_repo(git_repo, "app")
+    sync(repo)
+    (first,) = finished(service, 1)
+    assert first.status == Status.SUCCEEDED, first.error
+    namespace = core.read_namespace(made).to_dict()
+    assert namespace["metadata"]["labels"]["simple-gitops.io/service"] == "app"
+    assert core.read_namespaced_config_map("alpha", made).data == {"value": "1"}
+    assert {row.kind for row in service.inventory.all()} == {"ConfigMap"}
+
+    # The service's objects leave Git, and so does its namespace's manifest.
+    git_repo.commit({"deploy/app/namespace.yaml": None, "deploy/app/a.yaml": None})
+    sync(repo)
+    second = finished(service, 2)[-1]
+
+    assert second.status == Status.SUCCEEDED, second.error
+    assert names_of(second.pruned_objects) == {"alpha"}
+    after = core.read_namespace(made).to_dict()
+    assert after["metadata"]["deletion_timestamp"] is None
+    assert after["metadata"]["uid"] == namespace["metadata"]["uid"]
+    assert after["status"]["phase"] == "Active"
+
+
+def test_an_existing_namespace_with_foreign_labels_is_left_exactly_as_it_was(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    """kube_namespace was created by the test fixture with a label of its own."""
+    before = core.read_namespace(kube_namespace).to_dict()
+    git_repo.commit(
+        {
+            "deploy/app/namespace.yaml": create_only_namespace(kube_namespace),
+            "deploy/app/a.yaml": cm("alpha", kube_namespace, "1"),
+        }
+    )
+    repo, (service,) = make_repo(git_repo, "app")
+    sync(repo)
+    (done,) = finished(service, 1)
+
+    assert done.status == Status.SUCCEEDED, done.error
+    assert f"namespace/{kube_namespace} exists, left as it is" in done.output
+    assert core.read_namespace(kube_namespace).to_dict() == before
+    assert {row.kind for row in service.inventory.all()} == {"ConfigMap"}

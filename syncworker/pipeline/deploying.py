@@ -21,7 +21,7 @@ from django.utils import timezone
 from redis.lock import Lock
 
 from syncworker.applyers import applyer_for
-from syncworker.applyers.base import Applyer, TransientApplyError
+from syncworker.applyers.base import Applyer, ApplyReport, TransientApplyError
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
 from syncworker.pipeline import inventory, lifecycle
@@ -136,9 +136,11 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
     service = deployment.service
     desired = inventory.refs_from_json(deployment.applied_objects)
     reason = Reason.APPLY
+    report: ApplyReport | None = None
     try:
         applyer = _applyer(cluster)
-        ok, output = applyer.apply(deployment.bundle)
+        report = applyer.apply_bundle(deployment.bundle)
+        ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
         stale = inventory.stale(service, cluster, desired) if ok else []
         if ok and stale and service.prune and applyer.can_prune:
@@ -147,16 +149,23 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
             pruned, ok = prune.pruned, prune.ok
             reason = Reason.PRUNE
     except TransientApplyError as exc:
-        lifecycle.back_to_queue(deployment.pk, str(exc))
+        # The retry may never come (a newer commit, the retry budget): what reached the
+        # cluster is recorded now.
+        reached = report.applied if report is not None else exc.applied
+        with transaction.atomic():
+            inventory.add(service, cluster, reached, deployment)
+            lifecycle.back_to_queue(deployment.pk, str(exc))
         result.transient, result.error, result.retry_after = True, str(exc), exc.retry_after
         return result
     except InstallError as exc:
         ok, output, pruned, stale, reason = False, str(exc), [], [], Reason.INSTALL
 
+    # Create-only objects (the service's namespace) are never ours to prune.
+    never = set(report.create_only) if report is not None else set()
     finished_at = timezone.now()
     with transaction.atomic():
         if ok:
-            kept = set(desired) | (set(stale) - set(pruned))
+            kept = (set(desired) - never) | (set(stale) - set(pruned))
             inventory.replace(service, cluster, kept, deployment)
             Service.objects.filter(pk=service.pk).update(
                 last_applied_commit=deployment.commit_sha,
@@ -165,6 +174,9 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
             )
             lifecycle.succeed(deployment.pk, output=output, pruned=pruned)
         else:
+            # Whatever reached the cluster is in the inventory, whatever the outcome.
+            arrived = set(report.applied) - never if report is not None else set()
+            inventory.add(service, cluster, arrived, deployment, removed=pruned)
             lifecycle.fail(
                 deployment.pk, reason, _first_lines(output), output=output, pruned=pruned
             )

@@ -1,4 +1,9 @@
-"""The inventory of what each service put on each cluster: what prune compares against."""
+"""The inventory of what each service put on each cluster: what prune compares against.
+
+A successful deployment makes it exactly what the service now has there (``replace``); a
+failed one adds whatever did reach the cluster (``add``), so that an object applied by a
+deployment that failed later is still pruned once it leaves Git.
+"""
 
 from __future__ import annotations
 
@@ -56,23 +61,50 @@ def replace(
     service: Service, cluster: Cluster, refs: Iterable[ObjectRef], deployment: Deployment
 ) -> None:
     """Make the inventory exactly ``refs`` (call inside the deployment's transaction)."""
-    refs = set(refs)
     AppliedObject.objects.filter(service=service, cluster=cluster).delete()
-    AppliedObject.objects.bulk_create(
-        [
-            AppliedObject(
-                service=service,
-                cluster=cluster,
-                api_version=r.api_version,
-                kind=r.kind,
-                namespace=r.namespace,
-                name=r.name,
-                deployment=deployment,
-            )
-            for r in sorted(refs)
-        ],
-        batch_size=500,
-    )
+    AppliedObject.objects.bulk_create(_rows(service, cluster, refs, deployment), batch_size=500)
+
+
+def add(
+    service: Service,
+    cluster: Cluster,
+    refs: Iterable[ObjectRef],
+    deployment: Deployment,
+    *,
+    removed: Iterable[ObjectRef] = (),
+) -> None:
+    """Add ``refs`` to the inventory and drop ``removed`` (pruned) from it. Rows already
+    there stay as they are, the service's own and another service's alike: taking an
+    object from its owner is not decided here."""
+    removed = set(removed)
+    for ref in removed:
+        AppliedObject.objects.filter(
+            service=service,
+            cluster=cluster,
+            api_version=ref.api_version,
+            kind=ref.kind,
+            namespace=ref.namespace,
+            name=ref.name,
+        ).delete()
+    rows = _rows(service, cluster, set(refs) - removed, deployment)
+    AppliedObject.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+
+
+def _rows(
+    service: Service, cluster: Cluster, refs: Iterable[ObjectRef], deployment: Deployment
+) -> list[AppliedObject]:
+    return [
+        AppliedObject(
+            service=service,
+            cluster=cluster,
+            api_version=r.api_version,
+            kind=r.kind,
+            namespace=r.namespace,
+            name=r.name,
+            deployment=deployment,
+        )
+        for r in sorted(set(refs))
+    ]
 
 
 def _identity(ref: ObjectRef) -> tuple[str, str, str, str]:
