@@ -11,12 +11,10 @@ three (quick: one). No target: the share says what "nothing half-applied" costs.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-from bench.common import Context, Kube, median, mixed_objects, record_kube_versions, say, to_yaml
-from tests.support.kubeenv import KubeTestEnv
+from bench.common import Context, median, mixed_objects, say, start_kube, to_yaml
 
 REJECTED = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not-A-Name"}}
 
@@ -29,12 +27,8 @@ def run(ctx: Context) -> dict[str, Any]:
     objects = mixed_objects(count, "obj")
     good, bad = to_yaml(objects), to_yaml([*objects, REJECTED])
     samples: dict[str, list[float]] = {"full": [], "dry_run": []}
-    with contextlib.ExitStack() as stack:
-        env = KubeTestEnv().start()
-        stack.callback(env.stop)
-        record_kube_versions(ctx, env)
-        kube = Kube(env)
-        stack.callback(kube.close)
+    with ctx.stack() as stack:
+        env, kube = start_kube(ctx, stack)
 
         def timed(namespace: str, bundle: str) -> tuple[float, bool]:
             kube.create_namespace(namespace)
