@@ -10,7 +10,7 @@ import json
 
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from syncworker.models import Repository
+from syncworker.models import Deployment, Repository
 
 POLL_TASK = "syncworker.poll_repository"
 
@@ -28,7 +28,7 @@ def sync_schedule(repository: Repository) -> PeriodicTask:
         "task": POLL_TASK,
         "interval": interval,
         "args": json.dumps([repository.pk]),
-        "kwargs": json.dumps({"trigger": "poll"}),
+        "kwargs": json.dumps({"trigger": Deployment.Trigger.POLL.value}),
         "queue": "poll",
         "enabled": repository.enabled,
         # A poll older than one interval is useless: the next one is already due.

@@ -146,6 +146,8 @@ class GitSource:
         return f"GitSource({self.label}@{self.branch})"
 
     def head(self, *, etag: str = "", last_commit: str = "") -> Head:
+        # ls-remote has no conditional form: the commit id itself is the validator, kept
+        # as the ETag so that either tells whether the branch moved.
         self._init_cache()
         ref = f"refs/heads/{self.branch}"
         result = self._git(
@@ -156,7 +158,7 @@ class GitSource:
         for line in result.stdout.decode().splitlines():
             commit, _, name = line.partition("\t")
             if name == ref and _SHA.fullmatch(commit):
-                return Head(commit=commit, changed=commit != last_commit)
+                return Head(commit=commit, changed=commit != (last_commit or etag), etag=commit)
         raise SourceError(f"{self.label}: branch {self.branch!r} not found")
 
     def tree_ids(self, commit: str, paths: Sequence[str]) -> dict[str, str | None]:
