@@ -142,7 +142,8 @@ def test_a_missing_base_fails_naming_the_entry_and_its_return_redeploys(
     repo, copy = examples
     service(repo, "web-staging", STAGING)
     sync(repo)
-    gone = {p: None for p in disk_files(EXAMPLES) if p.startswith("monorepo/apps/web/base/")}
+    base = "monorepo/apps/web/base/"
+    gone: dict[str, str | bytes | None] = {p: None for p in disk_files() if p.startswith(base)}
     copy.commit(gone)
 
     (failed,) = sync(repo)
@@ -150,7 +151,9 @@ def test_a_missing_base_fails_naming_the_entry_and_its_return_redeploys(
     assert (failed.status, failed.reason) == (Status.FAILED, Reason.RENDER)
     assert f"{STAGING}/kustomization.yaml: resources[0]: '../../base'" in failed.error
     assert "monorepo/apps/web/base" in failed.paths_read
-    restored = {p: data for p, data in disk_files(EXAMPLES).items() if p in gone}
+    restored: dict[str, str | bytes | None] = {
+        p: data for p, data in disk_files().items() if p in gone
+    }
     copy.commit(restored)
     assert deployed(repo) == {"web-staging": Status.SUCCEEDED}
 
