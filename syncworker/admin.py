@@ -26,6 +26,7 @@ from syncworker.models import (
     Service,
 )
 from syncworker.pipeline import actions as pipeline_actions
+from syncworker.render.secrets import mask_bundle_yaml
 
 SECRET_FIELDS = ("token", "webhook_secret")
 # Django 6 changes the default scheme of URL form fields; say which one we mean.
@@ -308,7 +309,12 @@ class DeploymentAdmin(admin.ModelAdmin):
     search_fields = ("service__name", "commit_sha", "error")
     date_hierarchy = "queued_at"
     list_select_related = ("service",)
-    readonly_fields = tuple(f.name for f in Deployment._meta.fields)
+    # The bundle is shown with Secret values masked; the stored one keeps them.
+    exclude = ("bundle",)
+    readonly_fields = (
+        *(f.name for f in Deployment._meta.fields if f.name != "bundle"),
+        "bundle_masked",
+    )
     actions = ["roll_back"]
 
     @admin.action(description="Roll back to this deployment (re-apply its bundle)")
@@ -323,6 +329,10 @@ class DeploymentAdmin(admin.ModelAdmin):
             obj.status,
             obj.status,
         )
+
+    @admin.display(description="bundle (Secret values hidden)")
+    def bundle_masked(self, obj: Deployment) -> str:
+        return format_html("<pre>{}</pre>", mask_bundle_yaml(obj.bundle) if obj.bundle else "")
 
     @admin.display(description="commit")
     def commit_short(self, obj: Deployment) -> str:
