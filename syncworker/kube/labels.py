@@ -17,6 +17,3 @@ CREATE_ONLY_ANNOTATION = "simple-gitops.io/create-only"
 CREATED_FOR_ANNOTATION = "simple-gitops.io/created-for"
 PRUNE_ANNOTATION = "simple-gitops.io/prune"
 NEVER_PRUNE = "never"
-# "true" on an object (the namespace a service names): created when missing, never
-# changed, never recorded in the inventory, so never pruned.
-CREATE_ONLY_ANNOTATION = "simple-gitops.io/create-only"
