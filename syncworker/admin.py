@@ -26,6 +26,7 @@ from syncworker.models import (
     Service,
 )
 from syncworker.pipeline import actions as pipeline_actions
+from syncworker.render.secrets import mask_bundle_yaml
 
 SECRET_FIELDS = ("token", "webhook_secret")
 # Django 6 changes the default scheme of URL form fields; say which one we mean.
@@ -164,8 +165,81 @@ class RepositoryAdmin(admin.ModelAdmin):
         return bool(obj.webhook_secret)
 
 
+class PatternsField(forms.CharField):
+    """A list of gitignore-style patterns, edited one per line (blank lines dropped);
+    the model's rule checks them, as the API and the config file do."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "cols": 60}))
+        super().__init__(strip=False, required=False, **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+class ServiceForm(forms.ModelForm):
+    include = PatternsField(
+        help_text="One gitignore-style pattern per line, relative to the directory: read "
+        "only the files they match. Empty: all files."
+    )
+    exclude = PatternsField(
+        help_text="One gitignore-style pattern per line: leave out the files they match "
+        "(legacy/, all-in-one/, *.md)."
+    )
+
+    class Meta:
+        model = Service
+        fields = (
+            "name",
+            "repository",
+            "k8s_yaml_dir",
+            "cluster",
+            "enabled",
+            "namespace",
+            "create_namespace",
+            "recurse",
+            "include",
+            "exclude",
+            "prune",
+            "stateless",
+        )
+
+
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
+    form = ServiceForm
+    fieldsets = (
+        (None, {"fields": ("name", "repository", "k8s_yaml_dir", "cluster", "enabled")}),
+        (
+            "What is read and where it goes",
+            {
+                "fields": (
+                    "namespace",
+                    "create_namespace",
+                    "recurse",
+                    "include",
+                    "exclude",
+                    "prune",
+                    "stateless",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "managed_by_config",
+                    "last_applied_commit",
+                    "last_applied_tree",
+                    "last_applied_at",
+                )
+            },
+        ),
+    )
     list_display = (
         "name",
         "repository",
@@ -176,7 +250,15 @@ class ServiceAdmin(admin.ModelAdmin):
         "last_applied_commit_short",
         "last_applied_at",
     )
-    list_filter = ("enabled", "prune", "stateless", "repository", "cluster")
+    list_filter = (
+        "enabled",
+        "prune",
+        "stateless",
+        "recurse",
+        "create_namespace",
+        "repository",
+        "cluster",
+    )
     search_fields = ("name", "k8s_yaml_dir", "repository__key", "namespace")
     list_select_related = ("repository", "cluster")
     readonly_fields = (
@@ -227,7 +309,12 @@ class DeploymentAdmin(admin.ModelAdmin):
     search_fields = ("service__name", "commit_sha", "error")
     date_hierarchy = "queued_at"
     list_select_related = ("service",)
-    readonly_fields = tuple(f.name for f in Deployment._meta.fields)
+    # The bundle is shown with Secret values masked; the stored one keeps them.
+    exclude = ("bundle",)
+    readonly_fields = (
+        *(f.name for f in Deployment._meta.fields if f.name != "bundle"),
+        "bundle_masked",
+    )
     actions = ["roll_back"]
 
     @admin.action(description="Roll back to this deployment (re-apply its bundle)")
@@ -242,6 +329,10 @@ class DeploymentAdmin(admin.ModelAdmin):
             obj.status,
             obj.status,
         )
+
+    @admin.display(description="bundle (Secret values hidden)")
+    def bundle_masked(self, obj: Deployment) -> str:
+        return format_html("<pre>{}</pre>", mask_bundle_yaml(obj.bundle) if obj.bundle else "")
 
     @admin.display(description="commit")
     def commit_short(self, obj: Deployment) -> str:

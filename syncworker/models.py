@@ -198,6 +198,28 @@ class Service(models.Model):
     stateless = models.BooleanField(
         default=False, help_text="Apply the seed's stateless pattern (download init + app)."
     )
+    create_namespace = models.BooleanField(
+        default=True,
+        help_text="Create the namespace when it does not exist (never pruned); "
+        "only with a namespace.",
+    )
+    # Which files of a plain directory are read (kustomize reads what its file names).
+    recurse = models.BooleanField(
+        default=True, help_text="Read subdirectories too (off: the directory's own files only)."
+    )
+    include = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[Rule("include_patterns")],
+        help_text="Only the files these gitignore-style patterns match (relative to "
+        "the directory); empty: all.",
+    )
+    exclude = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[Rule("exclude_patterns")],
+        help_text="Leave out the files these gitignore-style patterns match.",
+    )
     enabled = models.BooleanField(default=True)
     managed_by_config = models.BooleanField(default=False, editable=False)
 
@@ -259,7 +281,12 @@ class Deployment(models.Model):
         Cluster, on_delete=models.SET_NULL, null=True, blank=True, related_name="deployments"
     )
     commit_sha = models.CharField(max_length=64)
+    # What change detection compares: the tree id of the service directory, or a digest
+    # of the ids of every path in ``paths_read`` when the build read more than it.
     tree_sha = models.CharField(max_length=64, blank=True)
+    # The repository paths the build read (its directory, kustomize bases, components,
+    # the root .gitopsignore); empty for a deployment never rendered.
+    paths_read = models.JSONField(default=list, blank=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.POLL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     reason = models.CharField(max_length=12, choices=Reason.choices, default="", blank=True)

@@ -26,6 +26,8 @@ _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # git check-ref-format: no control characters, space, ~ ^ : ? * [ \ anywhere.
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 MAX_DIR_LENGTH = 500
+MAX_PATTERNS = 100
+MAX_PATTERN_LENGTH = 500
 
 
 def service_name(value: str) -> str:
@@ -75,6 +77,36 @@ def kind_list(value: object) -> list[str]:
     for kind in value:
         if not re.fullmatch(r"\*|([a-z0-9.-]+/)?[A-Z][A-Za-z0-9]*", kind):
             raise RuleError(f"{kind!r} is not a kind (ClusterRole, group/Kind or *)")
+    return value
+
+
+def include_patterns(value: object) -> list[str]:
+    """A service's ``include``: gitignore-style patterns of the files to read."""
+    return _gitignore_patterns(value)
+
+
+def exclude_patterns(value: object) -> list[str]:
+    """A service's ``exclude``: gitignore-style patterns of the files to leave out."""
+    return _gitignore_patterns(value)
+
+
+def _gitignore_patterns(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RuleError("expected a list of gitignore-style patterns (strings)")
+    if len(value) > MAX_PATTERNS:
+        raise RuleError(f"more than {MAX_PATTERNS} patterns")
+    # Imported here: the render package builds on this module. The render reads the
+    # patterns with the same function, so what passes here renders.
+    from syncworker.render.tree import pattern_problem
+
+    problems = []
+    for index, pattern in enumerate(value):
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            problems.append(f"item {index}: longer than {MAX_PATTERN_LENGTH} characters")
+        elif problem := pattern_problem(pattern):
+            problems.append(f"item {index} ({pattern!r}) is {problem}")
+    if problems:
+        raise RuleError("; ".join(problems))
     return value
 
 

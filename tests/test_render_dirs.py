@@ -11,7 +11,7 @@ import copy
 import pytest
 import yaml
 
-from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from syncworker.kube.labels import CREATE_ONLY_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from syncworker.kube.refs import ObjectRef
 from syncworker.render import (
     RenderError,
@@ -249,7 +249,11 @@ def test_the_service_namespace_is_created_labelled_as_ours_and_never_pruned():
         "metadata": {
             "name": "guestbook",
             "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {CREATED_FOR_ANNOTATION: "app", PRUNE_ANNOTATION: "never"},
+            "annotations": {
+                CREATE_ONLY_ANNOTATION: "true",
+                CREATED_FOR_ANNOTATION: "app",
+                PRUNE_ANNOTATION: "never",
+            },
         },
     }
     assert "Namespace guestbook" not in refs(result)  # not in the inventory: never pruned

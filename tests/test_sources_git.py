@@ -97,7 +97,8 @@ def test_tree_ids_tell_which_service_directory_changed(git_repo, source):
 
     assert [s for s in SERVICES if before[s] != after[s]] == ["services/api"]
     assert all(before[s] for s in SERVICES)
-    assert before["services/gone"] is None and before["README.md"] is None
+    assert before["services/gone"] is None
+    assert before["README.md"] and before["README.md"] == after["README.md"]  # its blob id
     assert before[""] != after[""]
 
 

@@ -142,10 +142,11 @@ def test_tree_ids_accept_the_repository_root_and_sloppy_paths(github_repo):
     commit = github_repo.copy.commit(MONOREPO)
     source = source_of(github_repo)
 
-    ids = source.tree_ids(commit, ["", "services/web/", "./services/web", "README.md"])
+    ids = source.tree_ids(commit, ["", "services/web/", "./services/web", "README.md", "nope"])
 
     assert ids[""] and ids["services/web/"] == ids["./services/web"]
-    assert ids["README.md"] is None  # a file is not a directory
+    assert ids["README.md"] and ids["README.md"] != ids["services/web/"]  # a file's blob id
+    assert ids["nope"] is None
 
 
 def test_read_tree_returns_exactly_the_files_under_the_directory_at_that_commit(github_repo):

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from syncworker.models import Cluster, Deployment, Repository, Service
+from syncworker.render.secrets import mask_bundle_yaml
 
 
 class ModelRulesMixin(serializers.ModelSerializer):
@@ -90,6 +91,10 @@ class ServiceSerializer(ModelRulesMixin):
             "namespace",
             "prune",
             "stateless",
+            "recurse",
+            "include",
+            "exclude",
+            "create_namespace",
             "enabled",
             "managed_by_config",
             "last_applied_commit",
@@ -127,6 +132,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "applied_objects",
             "pruned_objects",
             "warnings",
+            "paths_read",
             "output",
             "error",
             "queued_at",
@@ -142,9 +148,15 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class DeploymentDetailSerializer(DeploymentSerializer):
+    # What was applied, with Secret values masked (the stored bundle keeps them).
+    bundle = serializers.SerializerMethodField()
+
     class Meta(DeploymentSerializer.Meta):
         fields = [*DeploymentSerializer.Meta.fields, "bundle"]
         read_only_fields = fields
+
+    def get_bundle(self, obj: Deployment) -> str:
+        return mask_bundle_yaml(obj.bundle) if obj.bundle else ""
 
 
 class ActionResultSerializer(serializers.Serializer):

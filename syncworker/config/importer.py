@@ -220,6 +220,10 @@ def _plan_services(
             "namespace": spec.namespace,
             "prune": spec.prune,
             "stateless": spec.stateless,
+            "recurse": spec.recurse,
+            "include": list(spec.include),
+            "exclude": list(spec.exclude),
+            "create_namespace": spec.create_namespace,
             "enabled": True,
             "managed_by_config": True,
         }

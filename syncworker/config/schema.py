@@ -69,7 +69,19 @@ _REPO_KEYS = (
     "namespaces",
     "cluster_resources",
 )
-_SERVICE_KEYS = ("name", "github", "repo", "k8s_yaml_dir", "namespace", "prune", "stateless")
+_SERVICE_KEYS = (
+    "name",
+    "github",
+    "repo",
+    "k8s_yaml_dir",
+    "namespace",
+    "prune",
+    "stateless",
+    "recurse",
+    "include",
+    "exclude",
+    "create_namespace",
+)
 
 
 class ConfigError(Exception):
@@ -107,6 +119,10 @@ class ServiceSpec:
     namespace: str = ""
     prune: bool = True
     stateless: bool = False
+    recurse: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    create_namespace: bool = True
 
 
 @dataclass(frozen=True)
@@ -404,10 +420,27 @@ def _services(
         check(r, "namespace", rules.namespace, namespace)
         prune = r.boolean("prune", True)
         stateless = r.boolean("stateless", False)
+        recurse = r.boolean("recurse", True)
+        include = _list_rule(r, "include", rules.include_patterns) or ()
+        exclude = _list_rule(r, "exclude", rules.exclude_patterns) or ()
+        create_namespace = r.boolean("create_namespace", True)
         repo_key = _service_repository(r, repos, declared, poll_interval)
         if len(r.errors) > before or name is None or k8s_yaml_dir is None or repo_key is None:
             continue
-        specs.append(ServiceSpec(name, repo_key, k8s_yaml_dir, namespace, prune, stateless))
+        specs.append(
+            ServiceSpec(
+                name,
+                repo_key,
+                k8s_yaml_dir,
+                namespace,
+                prune,
+                stateless,
+                recurse=recurse,
+                include=include,
+                exclude=exclude,
+                create_namespace=create_namespace,
+            )
+        )
     return specs
 
 

@@ -9,11 +9,11 @@ MANAGED_BY_VALUE = "simple-gitops"
 SERVICE_LABEL = "simple-gitops.io/service"
 COMMIT_ANNOTATION = "simple-gitops.io/commit"
 FIELD_MANAGER = "simple-gitops"
+# "true" on an object (the namespace a service names): created when missing, never
+# changed, never recorded in the inventory, so never pruned.
+CREATE_ONLY_ANNOTATION = "simple-gitops.io/create-only"
 # On a Namespace we created for a service: which service, and that it is never pruned
 # (it may hold objects of other services or of people).
 CREATED_FOR_ANNOTATION = "simple-gitops.io/created-for"
 PRUNE_ANNOTATION = "simple-gitops.io/prune"
 NEVER_PRUNE = "never"
-# "true" on an object (the namespace a service names): created when missing, never
-# changed, never recorded in the inventory, so never pruned.
-CREATE_ONLY_ANNOTATION = "simple-gitops.io/create-only"

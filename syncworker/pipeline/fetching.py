@@ -1,23 +1,41 @@
-"""Fetch and render one queued deployment: read the service directory at exactly its
-commit, parse, validate, mutate, and store the bundle for the apply stage.
+"""Fetch and render one queued deployment: read the service at exactly its commit (its
+directory, and for kustomize every base and component it names, anywhere in the
+repository), build, parse, validate, mutate, and store the bundle for the apply stage.
 
 Rendering is pure and deterministic, so a redelivered fetch renders the same bundle; the
 state guard (queued and not yet rendered) keeps a second fetch from storing it twice.
+What the build read is recorded on the deployment, with its change-detection key, so
+the next poll compares exactly those paths (``pipeline.changes``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
-from syncworker.models import Deployment
-from syncworker.pipeline import lifecycle
-from syncworker.render import RenderError, RenderOptions, render_bundle
+from syncworker.models import Deployment, Service
+from syncworker.pipeline import changes, lifecycle
+from syncworker.render import (
+    RenderError,
+    RenderOptions,
+    RenderResult,
+    ServiceOptions,
+    render_service,
+)
+from syncworker.render.bundle import Bundle, make_bundle
 from syncworker.render.policy import check_tenancy
-from syncworker.sources import source_for
-from syncworker.sources.base import SourceError, UnsafePathError, normalize_dir
+from syncworker.sources import Source, source_for
+from syncworker.sources.base import (
+    SourceError,
+    SourceFile,
+    SourceNotFound,
+    UnsafePathError,
+    normalize_dir,
+)
 
 log = logging.getLogger(__name__)
 Reason = Deployment.Reason
@@ -33,6 +51,24 @@ class FetchResult:
     retry_after: float | None = None
 
 
+@dataclass
+class _Reader:
+    """Reads through the source at one commit, and remembers every path asked for
+    (found or not: a missing base that appears later must redeploy)."""
+
+    source: Source
+    commit: str
+    paths: set[str] = field(default_factory=set)
+
+    def read_dir(self, path: str) -> list[SourceFile]:
+        self.paths.add(normalize_dir(path))
+        return self.source.read_tree(self.commit, path)
+
+    def read_file(self, path: str) -> bytes | None:
+        self.paths.add(normalize_dir(path))
+        return self.source.read_file(self.commit, path)
+
+
 def fetch_and_render(deployment_id: int) -> FetchResult:
     result = FetchResult(deployment_id)
     deployment = (
@@ -45,39 +81,37 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
         result.skipped = f"already rendered or {deployment.status}"
         return result
     service = deployment.service
+    source = source_for(service.repository, workspace=settings.GITOPS["WORKSPACE"])
+    reader = _Reader(source, deployment.commit_sha)
+    rendered: RenderResult | None = None
+    failure: tuple[Reason, str] | None = None
     try:
         base_dir = normalize_dir(service.k8s_yaml_dir)
-        files = source_for(service.repository, workspace=settings.GITOPS["WORKSPACE"]).read_tree(
-            deployment.commit_sha, base_dir
-        )
-        bundle = render_bundle(
-            files,
-            RenderOptions(
-                service=service.name,
-                base_dir=base_dir,
-                commit=deployment.commit_sha,
-                namespace=service.namespace,
-                stateless=service.stateless,
-                download_base_url=settings.GITOPS["DOWNLOAD_BASE_URL"],
-            ),
-        )
-        if not bundle.refs:
-            # An empty bundle would prune everything the service owns: refuse it.
-            raise RenderError(
-                [f"{base_dir or '.'}: no manifests (.yaml, .yml, .json) at this commit"]
-            )
+        rendered = _render(service, base_dir, deployment.commit_sha, reader)
     except (RenderError, UnsafePathError) as exc:
-        result.error = _render_message(exc)
-        lifecycle.fail(deployment.pk, Reason.RENDER, result.error)
-        return result
+        failure = (Reason.RENDER, _render_message(exc))
+    except SourceNotFound as exc:
+        failure = (Reason.SOURCE, str(exc))
     except SourceError as exc:
         result.error = str(exc)
         if exc.transient:
             result.transient, result.retry_after = True, exc.retry_after
-        else:
-            lifecycle.fail(deployment.pk, Reason.FETCH, f"fetch failed: {exc}")
+            return result
+        failure = (Reason.FETCH, f"fetch failed: {exc}")
+
+    try:
+        read = _what_was_read(deployment, reader)
+    except SourceError as exc:
+        if exc.transient and failure is None:
+            result.error, result.transient, result.retry_after = str(exc), True, exc.retry_after
+            return result
+        read = {}  # the failure already says what is wrong with the repository
+    if failure is not None or rendered is None:
+        reason, result.error = failure or (Reason.RENDER, "nothing rendered")
+        lifecycle.fail(deployment.pk, reason, result.error, **read)
         return result
 
+    bundle = _with_namespace(rendered)
     repo = service.repository
     if problems := check_tenancy(
         bundle.objects,
@@ -85,14 +119,74 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
         cluster_resources=repo.allowed_cluster_resources,
     ):
         result.error = f"outside what repository {repo.key} may touch:\n" + "\n".join(problems)
-        lifecycle.fail(deployment.pk, Reason.POLICY, result.error)
+        lifecycle.fail(deployment.pk, Reason.POLICY, result.error, **read)
         return result
     result.rendered = lifecycle.store_bundle(
-        deployment.pk, bundle=bundle.yaml, digest=bundle.digest, refs=bundle.refs
+        deployment.pk,
+        bundle=bundle.yaml,
+        digest=bundle.digest,
+        # The namespace to create is applied, never owned: out of the inventory.
+        refs=rendered.bundle.refs,
+        warnings=rendered.warnings,
+        **read,
     )
     if not result.rendered:
         result.skipped = "rendered concurrently"
     return result
+
+
+def _render(service: Service, base_dir: str, commit: str, reader: _Reader) -> RenderResult:
+    scratch = Path(settings.GITOPS["WORKSPACE"], "render")
+    scratch.mkdir(parents=True, exist_ok=True)
+    rendered = render_service(
+        reader.read_dir,
+        RenderOptions(
+            service=service.name,
+            base_dir=base_dir,
+            commit=commit,
+            namespace=service.namespace,
+            stateless=service.stateless,
+            download_base_url=settings.GITOPS["DOWNLOAD_BASE_URL"],
+        ),
+        service_options=ServiceOptions(
+            recurse=service.recurse,
+            include=tuple(service.include),
+            exclude=tuple(service.exclude),
+            create_namespace=service.create_namespace,
+        ),
+        read_file=reader.read_file,
+        scratch=str(scratch),
+    )
+    if not rendered.bundle.refs:
+        # An empty bundle would prune everything the service owns: refuse it.
+        skipped = len(rendered.warnings)
+        why = f"; {skipped} skipped, see the warnings" if skipped else ""
+        raise RenderError(
+            [f"{base_dir or '.'}: no manifests (.yaml, .yml, .json) at this commit{why}"]
+        )
+    return rendered
+
+
+def _what_was_read(deployment: Deployment, reader: _Reader) -> dict[str, Any]:
+    """``paths_read`` and, when they differ from those the poll compared, the key over
+    them at this commit (one more call to the source); nothing when nothing was read."""
+    if not reader.paths:
+        return {}
+    paths = sorted(reader.paths)
+    if paths == sorted(deployment.paths_read):
+        return {"paths_read": paths}
+    directory = normalize_dir(deployment.service.k8s_yaml_dir)
+    compared = changes.compared_paths(directory, paths)
+    key = changes.tree_key(directory, reader.source.tree_ids(deployment.commit_sha, compared))
+    return {"paths_read": paths, "tree_sha": key or ""}
+
+
+def _with_namespace(rendered: RenderResult) -> Bundle:
+    """The bundle to apply: the service's namespace to create first, when there is one."""
+    if rendered.namespace is None:
+        return rendered.bundle
+    objects = [rendered.namespace, *rendered.bundle.objects]
+    return make_bundle(objects, rendered.warnings)
 
 
 def _render_message(exc: Exception) -> str:

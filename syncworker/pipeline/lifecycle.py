@@ -38,8 +38,17 @@ def store_bundle(
     digest: str,
     refs: Sequence[ObjectRef],
     warnings: Sequence[str] = (),
+    paths_read: Sequence[str] | None = None,
+    tree_sha: str = "",
 ) -> bool:
-    """A queued deployment gets its rendered bundle (it stays queued, for the apply)."""
+    """A queued deployment gets its rendered bundle (it stays queued, for the apply);
+    ``paths_read`` and ``tree_sha``, when given, are what its build read and their key
+    (``pipeline.changes``)."""
+    fields: dict[str, Any] = {}
+    if paths_read is not None:
+        fields["paths_read"] = list(paths_read)
+    if tree_sha:
+        fields["tree_sha"] = tree_sha
     return bool(
         Deployment.objects.filter(pk=deployment_id, status=Status.QUEUED, bundle_digest="").update(
             bundle=bundle,
@@ -47,6 +56,7 @@ def store_bundle(
             object_count=len(refs),
             applied_objects=refs_to_json(refs),
             warnings=list(warnings),
+            **fields,
         )
     )
 

@@ -1,10 +1,12 @@
 """Poll one repository: has the branch moved, and which services changed?
 
 A no-change poll costs one request to the Git host whatever the number of services.
-When the head moved (or a service was never deployed), one more call gives the tree id
-of every service directory; only services whose tree differs from the one they were
-last deployed from get a new Deployment, so a monorepo commit touching one service does
-not redeploy the others.
+When the head moved (or a service was never deployed), one more call gives the object id
+of every path the services' last builds read (their directories, the kustomize bases
+and components they use); only services whose key over those paths differs from the one
+they were last deployed from get a new Deployment (``changes``), so a monorepo commit
+touching one service does not redeploy the others, and one changing a shared base
+redeploys every service built from it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from django.utils import timezone
 
 from syncworker import rules
 from syncworker.models import Deployment, Repository, Service
-from syncworker.pipeline import lifecycle, metrics
+from syncworker.pipeline import changes, lifecycle, metrics
 from syncworker.sources import source_for
 from syncworker.sources.base import Head, SourceError
 
@@ -49,10 +51,11 @@ MAX_RETRY_DELAY = timedelta(hours=1)
 def services_with_last_tree(
     repository: Repository, service_ids: list[int] | None = None
 ) -> list[Service]:
-    """Enabled services of the repository, each annotated with ``last_tree``: the tree
-    id of its newest deployment that came from Git (rollbacks are deliberate and do not
-    count, so the next Git change still deploys; transient failures do not count either),
-    and ``retry_tree``/``retry_at`` when its newest deployment failed transiently."""
+    """Enabled services of the repository, each annotated with ``last_tree`` and
+    ``last_paths``: the key and the paths read of its newest deployment that came from
+    Git (rollbacks are deliberate and do not count, so the next Git change still
+    deploys; transient failures do not count either), and ``retry_tree``/``retry_at``/
+    ``retry_paths`` when its newest deployment failed transiently."""
     from_git = Deployment.objects.filter(service=OuterRef("pk")).exclude(
         trigger=Deployment.Trigger.ROLLBACK
     )
@@ -64,10 +67,12 @@ def services_with_last_tree(
     rows: list[Service] = list(
         services.annotate(
             last_tree=Subquery(tried.order_by("-id").values("tree_sha")[:1]),
+            last_paths=Subquery(tried.order_by("-id").values("paths_read")[:1]),
             last_tried_id=Subquery(tried.order_by("-id").values("pk")[:1]),
             newest_reason=Subquery(newest.values("reason")[:1]),
             newest_status=Subquery(newest.values("status")[:1]),
             newest_tree=Subquery(newest.values("tree_sha")[:1]),
+            newest_paths=Subquery(newest.values("paths_read")[:1]),
             newest_finished=Subquery(newest.values("finished_at")[:1]),
         ).order_by("pk")
     )
@@ -87,6 +92,7 @@ def _plan_retries(repository: Repository, services: list[Service]) -> None:
     ]
     for service in services:
         service.retry_tree = service.retry_at = None  # type: ignore[attr-defined]
+        service.retry_paths = []  # type: ignore[attr-defined]
     for service in waiting:
         failures = Deployment.objects.filter(
             service=service,
@@ -98,6 +104,7 @@ def _plan_retries(repository: Repository, services: list[Service]) -> None:
             timedelta(seconds=repository.poll_interval * 2 ** (failures - 1)), MAX_RETRY_DELAY
         )
         service.retry_tree = service.newest_tree  # type: ignore[attr-defined]
+        service.retry_paths = service.newest_paths or []  # type: ignore[attr-defined]
         service.retry_at = (service.newest_finished or timezone.now()) + delay  # type: ignore[attr-defined]
 
 
@@ -132,11 +139,11 @@ def poll_repository(
     try:
         source = source_for(repo, workspace=settings.GITOPS["WORKSPACE"])
         head = source.head(etag=repo.etag, last_commit=repo.last_seen_commit)
-        trees: dict[str, str | None] = {}
+        ids: dict[str, str | None] = {}
         if services and (
             head.changed or never_deployed or retry_due or force or not repo.last_seen_commit
         ):
-            trees = source.tree_ids(head.commit, sorted(set(directories.values())))
+            ids = source.tree_ids(head.commit, _paths_to_read(services, directories))
     except SourceError as exc:
         _record_failure(repo, str(exc), retry_after=exc.retry_after)
         result.error, result.transient = str(exc), exc.transient
@@ -149,30 +156,36 @@ def poll_repository(
         # once), and re-read what was queued meanwhile, so a tree is queued only once.
         Repository.objects.select_for_update().filter(pk=repo.pk).first()
         _record_success(repo, head)
-        for service in services_with_last_tree(repo, service_ids) if trees or refused else []:
+        for service in services_with_last_tree(repo, service_ids) if ids or refused else []:
             last_tree = service.last_tree  # type: ignore[attr-defined]
-            if service.pk in refused:
-                problem = f"k8s_yaml_dir {refused[service.pk]}"
-                tree = None
-            elif (directory := directories.get(service.pk)) not in trees:
-                continue  # enabled after the trees were read: the next poll has it
-            else:
-                tree = trees[directory]
-                problem = f"{directory or '.'} does not exist at {head.commit[:12]}"
-            if tree is None:
-                # Reported once per disappearance, not on every poll; nothing is pruned.
-                if last_tree != "":
+            directory = directories.get(service.pk)
+            if directory is None:
+                if service.pk in refused and last_tree != "":
+                    problem = f"k8s_yaml_dir {refused[service.pk]}"
                     result.failed.append(
                         _fail_missing(service, commit=head.commit, trigger=trigger, error=problem)
                     )
                 continue
-            retry_at = service.retry_at  # type: ignore[attr-defined]
-            if tree == service.retry_tree:  # type: ignore[attr-defined]
-                if not force and retry_at > now:
+            if directory not in ids:
+                continue  # enabled after the ids were read: the next poll has it
+            tree, paths = _key_over(directory, service.last_paths, ids)  # type: ignore[attr-defined]
+            if tree is None:
+                # Reported once per disappearance, not on every poll; nothing is pruned.
+                if last_tree != "":
+                    problem = f"{directory or '.'} does not exist at {head.commit[:12]}"
+                    result.failed.append(
+                        _fail_missing(service, commit=head.commit, trigger=trigger, error=problem)
+                    )
+                continue
+            retry_tree = service.retry_tree  # type: ignore[attr-defined]
+            if retry_tree and retry_tree == _key_over(directory, service.retry_paths, ids)[0]:  # type: ignore[attr-defined]
+                if not force and service.retry_at > now:  # type: ignore[attr-defined]
                     continue  # a transient failure of this very tree: wait for its backoff
             elif not force and tree == last_tree:
                 continue
-            deployment = queue_deployment(service, commit=head.commit, tree=tree, trigger=trigger)
+            deployment = queue_deployment(
+                service, commit=head.commit, tree=tree, trigger=trigger, paths=paths
+            )
             result.deployments.append(deployment.pk)
     metrics.record_poll(repo.key, ok=True)
     return result
@@ -190,13 +203,41 @@ def _directories(services: list[Service]) -> tuple[dict[int, str], dict[int, str
     return directories, refused
 
 
-def queue_deployment(service: Service, *, commit: str, tree: str, trigger: str) -> Deployment:
-    """Record a queued deployment (the chain hands it to a fetch worker)."""
+def _paths_to_read(services: list[Service], directories: dict[int, str]) -> list[str]:
+    """Every path whose id the poll compares: each service's directory and what its last
+    build (and its transiently failed newest one) read."""
+    paths: set[str] = set()
+    for service in services:
+        if service.pk in directories:
+            paths.add(directories[service.pk])
+            paths.update(service.last_paths or [])  # type: ignore[attr-defined]
+            paths.update(service.retry_paths)  # type: ignore[attr-defined]
+    return sorted(paths)
+
+
+def _key_over(
+    directory: str, paths_read: list[str] | None, ids: dict[str, str | None]
+) -> tuple[str | None, list[str]]:
+    """The key of a service over the paths a build of it read, and those paths. A path
+    the ids do not cover (a build that finished after they were read) counts as
+    changed: a needless redeploy rather than a missed one, whose fetch then computes
+    its key afresh (no paths given)."""
+    paths = changes.compared_paths(directory, paths_read or [])
+    key = changes.tree_key(directory, {path: ids.get(path, "?") for path in paths})
+    return key, paths if all(path in ids for path in paths) else []
+
+
+def queue_deployment(
+    service: Service, *, commit: str, tree: str, trigger: str, paths: list[str] | None = None
+) -> Deployment:
+    """Record a queued deployment (the chain hands it to a fetch worker). ``paths`` are
+    those ``tree`` was computed over; the fetch replaces them with what its build read."""
     return Deployment.objects.create(
         service=service,
         cluster=service.cluster,
         commit_sha=commit,
         tree_sha=tree,
+        paths_read=paths or [],
         trigger=trigger,
     )
 

@@ -20,7 +20,13 @@ from typing import Any
 import yaml
 
 from syncworker.render.base import RenderError
-from syncworker.sources.base import SourceError, SourceFile, UnsafePathError, normalize_dir
+from syncworker.sources.base import (
+    SourceError,
+    SourceFile,
+    SourceNotFound,
+    UnsafePathError,
+    normalize_dir,
+)
 from syncworker.yamlload import ManifestLoader, type_name
 
 ReadDir = Callable[[str], list[SourceFile]]
@@ -79,12 +85,12 @@ class RepoView:
         if not self.covers(path):
             try:
                 self.add(path, self.read_dir(path))
-            except SourceError as exc:
-                if exc.transient or not _is_missing(exc):
-                    raise type(exc)(
-                        f"{why}: {exc}", transient=exc.transient, retry_after=exc.retry_after
-                    ) from exc
+            except SourceNotFound:
                 return False
+            except SourceError as exc:
+                raise type(exc)(
+                    f"{why}: {exc}", transient=exc.transient, retry_after=exc.retry_after
+                ) from exc
         return self.has_dir(path)
 
     def paths_read(self) -> list[str]:
@@ -324,8 +330,3 @@ def _is_within(path: str, directory: str) -> bool:
 
 def _is_inside(path: str, directory: str) -> bool:
     return path != directory and _is_within(path, directory)
-
-
-def _is_missing(exc: SourceError) -> bool:
-    # What both sources say for a path that is no directory at the commit.
-    return "is not a directory" in str(exc)

@@ -1,8 +1,10 @@
 """The namespaces a bundle lives in: the service's own, created when missing, and the
 others its objects name, which must exist before anything is applied.
 
-The created Namespace is not part of the bundle (it is not in the service's inventory),
-so prune never sees it; it also says so, for people and for any later prune logic.
+The Namespace to create goes first in the applied bundle but is not one of its objects:
+it is in no service's inventory, so prune never sees it, and it is annotated
+create-only (the applyers create it when missing and leave an existing one alone) and
+never-prune, for people and for any later prune logic.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from syncworker.kube.labels import (
+    CREATE_ONLY_ANNOTATION,
     CREATED_FOR_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -35,7 +38,11 @@ def namespace_to_create(
         "metadata": {
             "name": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {CREATED_FOR_ANNOTATION: service, PRUNE_ANNOTATION: NEVER_PRUNE},
+            "annotations": {
+                CREATE_ONLY_ANNOTATION: "true",
+                CREATED_FOR_ANNOTATION: service,
+                PRUNE_ANNOTATION: NEVER_PRUNE,
+            },
         },
     }
 

@@ -16,7 +16,7 @@ from syncworker.render import bundle as bundles
 from syncworker.render import kustomize, namespaces, parse, tree, validate
 from syncworker.render.base import Document, RenderError, RenderOptions, ServiceOptions
 from syncworker.render.kustomization import ReadDir, RepoView, kustomization_file
-from syncworker.sources.base import SourceError, SourceFile, normalize_dir
+from syncworker.sources.base import SourceFile, SourceNotFound, normalize_dir
 
 # The content of one repository file at the commit, None when there is none.
 ReadFile = Callable[[str], "bytes | None"]
@@ -134,7 +134,7 @@ def files_reader(files: Sequence[SourceFile], base_dir: str) -> ReadDir:
         prefix = f"{directory}/" if directory else ""
         found = [file for file in held if file.path.startswith(prefix)]
         if not found:
-            raise SourceError(f"{path!r} is not a directory at this commit")
+            raise SourceNotFound(f"{path!r} is not a directory at this commit")
         return found
 
     return read_dir

@@ -83,14 +83,29 @@ def select(
 
 
 def check_patterns(where: str, patterns: Iterable[str]) -> list[str]:
-    """Errors for patterns gitignore syntax cannot read, each naming ``where[index]``."""
+    """Errors for patterns that are no use as ``include``/``exclude``, each naming
+    ``where[index]``."""
     errors = []
     for index, pattern in enumerate(patterns):
-        try:
-            pathspec.GitIgnoreSpec.from_lines([pattern])
-        except (ValueError, TypeError) as exc:
-            errors.append(f"{where}[{index}]: {pattern!r} is not a gitignore-style pattern ({exc})")
+        problem = pattern_problem(pattern)
+        if problem:
+            errors.append(f"{where}[{index}]: {pattern!r} is {problem}")
     return errors
+
+
+def pattern_problem(pattern: str) -> str:
+    """Why ``pattern`` is no use as an ``include``/``exclude`` entry ("" when it is
+    fine): gitignore syntax cannot read it, or it is blank or a comment there and so
+    would match nothing without a word."""
+    if not pattern.strip():
+        return "empty (a blank line matches nothing)"
+    if pattern.startswith("#"):
+        return "a comment in gitignore syntax, which matches nothing (write \\# for a '#')"
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except (ValueError, TypeError) as exc:
+        return f"not a gitignore-style pattern ({exc})"
+    return ""
 
 
 class _Rules:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from syncworker.sources.base import Head, Source, SourceError, SourceFile, UnsafePathError
+from syncworker.sources.base import (
+    Head,
+    Source,
+    SourceError,
+    SourceFile,
+    SourceNotFound,
+    UnsafePathError,
+)
 from syncworker.sources.git import GitSource
 from syncworker.sources.github import GitHubSource
 
@@ -20,6 +27,7 @@ __all__ = [
     "Source",
     "SourceError",
     "SourceFile",
+    "SourceNotFound",
     "UnsafePathError",
     "source_for",
 ]

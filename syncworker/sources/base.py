@@ -1,9 +1,9 @@
 """What the pipeline needs from a Git host, whatever the host.
 
-A Source answers three questions about one repository: where is the branch now (cheaply,
-and "unchanged" when it has not moved), what is the tree id of each service directory at
-a commit (to tell which services changed), and what files are under one directory at a
-commit (to render them).
+A Source answers four questions about one repository: where is the branch now (cheaply,
+and "unchanged" when it has not moved), what is the object id of each path a service's
+build read at a commit (to tell which services changed), what files are under one
+directory at a commit, and what one file holds (to render them).
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
 
 
+class SourceNotFound(SourceError):
+    """The path asked for is no directory of the repository at that commit (a missing
+    kustomize base, a service directory that was removed). Never transient."""
+
+
 @dataclass(frozen=True)
 class Head:
     """Where the watched branch is. ``changed`` is False when the host said "not modified"
@@ -76,11 +81,18 @@ class Source(Protocol):
         ...
 
     def tree_ids(self, commit: str, paths: Sequence[str]) -> dict[str, str | None]:
-        """The Git tree id of each directory at ``commit`` (None when it does not exist)."""
+        """The Git object id of each path at ``commit``: a directory's tree id, a file's
+        blob id, None when nothing is there. One request answers for all paths."""
         ...
 
     def read_tree(self, commit: str, path: str) -> list[SourceFile]:
-        """Every regular file under ``path`` (recursive) at ``commit``, sorted by path."""
+        """Every regular file under ``path`` (recursive) at ``commit``, sorted by path.
+        Raises SourceNotFound when ``path`` is no directory at ``commit``."""
+        ...
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        """The content of the file at ``path`` at ``commit`` (a symlink followed inside
+        the repository); None when there is no file there."""
         ...
 
 

@@ -27,10 +27,12 @@ from urllib.parse import urlsplit
 from syncworker.sources.base import (
     MAX_FILE_BYTES,
     MAX_TOTAL_BYTES,
+    SUBMODULE_MODE,
     TREE_MODE,
     Head,
     SourceError,
     SourceFile,
+    SourceNotFound,
     TreeEntry,
     collect_files,
     normalize_dir,
@@ -170,7 +172,7 @@ class GitSource:
         for directory in dirs:
             if "\n" in directory:
                 raise SourceError(f"{directory!r}: line breaks are not allowed in a path")
-        # One process answers for every directory: "<id> tree <size>" or "<spec> missing".
+        # One process answers for every path: "<id> tree|blob <size>" or "<spec> missing".
         specs = "".join(f"{commit}:{directory}\n" for directory in dirs)
         result = self._git("cat-file", "--batch-check", input=specs.encode())
         if result.returncode != 0:
@@ -178,8 +180,8 @@ class GitSource:
         ids: dict[str, str | None] = {}
         for directory, line in zip(dirs, result.stdout.decode().splitlines(), strict=True):
             fields = line.split(" ")
-            is_tree = len(fields) == 3 and fields[1] == "tree" and _SHA.fullmatch(fields[0])
-            ids[directory] = fields[0] if is_tree else None
+            found = len(fields) == 3 and fields[1] in ("tree", "blob") and _SHA.fullmatch(fields[0])
+            ids[directory] = fields[0] if found else None
         return {path: ids.get(norm) for path, norm in wanted.items()}
 
     def read_tree(self, commit: str, path: str) -> list[SourceFile]:
@@ -188,7 +190,7 @@ class GitSource:
         if directory:
             entry = self._find(commit, directory)
             if entry is None or entry.mode != TREE_MODE:
-                raise SourceError(f"{path!r} is not a directory at commit {commit[:12]}")
+                raise SourceNotFound(f"{path!r} is not a directory at commit {commit[:12]}")
         scope = ["--", directory] if directory else []
         listing = self._ls_tree(commit, "-r", *scope)
         prefix = f"{directory}/" if directory else ""
@@ -197,6 +199,21 @@ class GitSource:
             read_blobs=self._read_blobs,
             find_entry=lambda target: self._find(commit, target),
         )
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        target = normalize_dir(path)
+        if not target:
+            return None
+        self.ensure_commit(commit)
+        entry = self._find(commit, target)
+        if entry is None or entry.mode in (TREE_MODE, SUBMODULE_MODE):
+            return None
+        (file,) = collect_files(
+            [entry],
+            read_blobs=self._read_blobs,
+            find_entry=lambda link_target: self._find(commit, link_target),
+        )
+        return file.data
 
     def ensure_commit(self, commit: str) -> None:
         """Fetch ``commit`` into the cache unless it is already there."""

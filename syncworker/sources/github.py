@@ -27,10 +27,12 @@ import requests
 from syncworker.sources.base import (
     MAX_FILE_BYTES,
     MAX_TOTAL_BYTES,
+    SUBMODULE_MODE,
     TREE_MODE,
     Head,
     SourceError,
     SourceFile,
+    SourceNotFound,
     TreeEntry,
     collect_files,
     normalize_dir,
@@ -157,19 +159,19 @@ class GitHubSource:
         wanted = {path: normalize_dir(path) for path in paths}
         if not wanted:
             return {}
-        # One request answers for every service directory, unless GitHub cut it short.
+        # One request answers for every path, unless GitHub cut it short.
         tree = self._tree(commit, recursive=True)
         if tree.truncated:
-            return {path: self._tree_id(commit, norm) for path, norm in wanted.items()}
-        dirs = {e.path: e.sha for e in tree.entries if e.mode == TREE_MODE}
-        dirs[""] = tree.sha
-        return {path: dirs.get(norm) for path, norm in wanted.items()}
+            return {path: self._object_id(commit, norm) for path, norm in wanted.items()}
+        ids = {e.path: e.sha for e in tree.entries if e.mode != SUBMODULE_MODE}
+        ids[""] = tree.sha
+        return {path: ids.get(norm) for path, norm in wanted.items()}
 
     def read_tree(self, commit: str, path: str) -> list[SourceFile]:
         directory = normalize_dir(path)
         tree_id = self._tree_id(commit, directory) if directory else commit
         if tree_id is None:
-            raise SourceError(f"{path!r} is not a directory at commit {commit[:12]}")
+            raise SourceNotFound(f"{path!r} is not a directory at commit {commit[:12]}")
         prefix = f"{directory}/" if directory else ""
         entries = [TreeEntry(prefix + e.path, e.mode, e.sha) for e in self._all_entries(tree_id)]
         return collect_files(
@@ -177,6 +179,18 @@ class GitHubSource:
             read_blobs=self._read_blobs,
             find_entry=lambda target: self._find(commit, target),
         )
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        target = normalize_dir(path)
+        entry = self._find(commit, target) if target else None
+        if entry is None or entry.mode in (TREE_MODE, SUBMODULE_MODE):
+            return None
+        (file,) = collect_files(
+            [entry],
+            read_blobs=self._read_blobs,
+            find_entry=lambda link_target: self._find(commit, link_target),
+        )
+        return file.data
 
     def _all_entries(self, tree_id: str) -> list[TreeEntry]:
         tree = self._tree(tree_id, recursive=True)
@@ -198,6 +212,12 @@ class GitHubSource:
             return self._tree(commit, recursive=False).sha
         entry = self._find(commit, directory)
         return entry.sha if entry is not None and entry.mode == TREE_MODE else None
+
+    def _object_id(self, commit: str, path: str) -> str | None:
+        if not path:
+            return self._tree(commit, recursive=False).sha
+        entry = self._find(commit, path)
+        return entry.sha if entry is not None and entry.mode != SUBMODULE_MODE else None
 
     def _find(self, commit: str, path: str) -> TreeEntry | None:
         """The entry at ``path``, walking down from the commit's root tree."""

@@ -2,7 +2,7 @@
 
 ``disk_reader`` stands in for ``Source.read_tree`` where a test is about rendering, not
 Git: it answers the same contract (every regular file under a directory, sorted,
-repository-relative paths; a missing directory is a SourceError). Tests that are about
+repository-relative paths; a missing directory is a SourceNotFound). Tests that are about
 what Git gives (symlinks, the exact commit) read through the real Git source instead.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from syncworker.sources.base import SourceError, SourceFile, normalize_dir
+from syncworker.sources.base import SourceFile, SourceNotFound, normalize_dir
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "repos" / "examples"
 
@@ -37,7 +37,7 @@ def disk_reader(
         prefix = f"{directory}/" if directory else ""
         found = [SourceFile(p, data) for p, data in sorted(files.items()) if p.startswith(prefix)]
         if not found:
-            raise SourceError(f"{path!r} is not a directory at commit c0ffee")
+            raise SourceNotFound(f"{path!r} is not a directory at commit c0ffee")
         return found
 
     return read_dir

@@ -1,0 +1,34 @@
+"""What change detection compares for one service: a key over every repository path its
+build read (its directory, kustomize bases and components, the root ``.gitopsignore``).
+
+A commit that changes none of those paths renders the same bundle, so the key stays the
+same and the service is not redeployed; a commit that changes a base one of its overlays
+uses changes the key. For a build that read its own directory alone the key is that
+directory's Git tree id, as it always was, so rows stored before paths were recorded
+compare equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+
+def compared_paths(service_dir: str, paths_read: Iterable[str]) -> list[str]:
+    """The paths to compare for a service: those its last build read (none recorded: its
+    directory alone), always with the directory, whose absence means "missing"."""
+    return sorted({service_dir, *paths_read})
+
+
+def tree_key(service_dir: str, ids: Mapping[str, str | None]) -> str | None:
+    """The key of ``ids`` (path -> Git object id at one commit, None where nothing is),
+    or None when the service directory itself is missing. A path that is absent counts
+    as such: when it appears (a ``.gitopsignore`` added) the key changes."""
+    own = ids.get(service_dir)
+    if own is None:
+        return None
+    present = sorted((path, oid) for path, oid in ids.items() if oid is not None)
+    if present == [(service_dir, own)]:
+        return own
+    lines = "".join(f"{path or '.'} {oid}\n" for path, oid in present)
+    return hashlib.sha256(lines.encode()).hexdigest()
