@@ -10,9 +10,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.utils.html import format_html
 
 from syncworker.artifacts.admin import ReleaseArtifactAdmin
@@ -53,8 +57,60 @@ def _run_action(
             ok += 1
         except pipeline_actions.ActionError as exc:
             modeladmin.message_user(request, str(exc), level=messages.WARNING)
+        except pipeline_actions.QueueUnavailable:
+            # The next one would fail the same way: stop and say what did not happen.
+            modeladmin.message_user(
+                request,
+                f"not queued: the task broker (Redis) is unreachable; {ok} of the selected "
+                "were queued, try the rest again once it is back",
+                level=messages.ERROR,
+            )
+            break
     if ok:
         modeladmin.message_user(request, f"{done}: {ok}", level=messages.SUCCESS)
+
+
+class _ChangeList(ChangeList):
+    def get_filters(self, request: HttpRequest) -> Any:
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            # Django's date hierarchy turns ?queued_at__year=99999 (or 9999, whose next
+            # year does not exist) into dates outside its range and lets that through.
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class GuardedAdmin(admin.ModelAdmin):
+    """Refuses bad query strings and selections with a message instead of a server
+    error: Django lets a non-numeric selected id or an out-of-range date through."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _ChangeList
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            # Django answers with a redirect to the unfiltered list; say why.
+            names = ", ".join(sorted(request.GET))[:200]
+            messages.error(request, f"filters not applied ({names}): {str(exc)[:200]}")
+            raise
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        pk = self.model._meta.pk
+        assert pk is not None
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
+            try:
+                pk.to_python(value)
+            except ValidationError:
+                name = self.model._meta.verbose_name
+                self.message_user(
+                    request,
+                    f"{ACTION_CHECKBOX_NAME}: {value[:50]!r} is not a {name} id; nothing done",
+                    level=messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
 
 class RepositoryForm(forms.ModelForm):
@@ -120,7 +176,7 @@ class RepositoryForm(forms.ModelForm):
 
 
 @admin.register(Repository)
-class RepositoryAdmin(admin.ModelAdmin):
+class RepositoryAdmin(GuardedAdmin):
     form = RepositoryForm
     formfield_overrides = URL_FIELDS
     list_display = (
@@ -210,7 +266,7 @@ class ServiceForm(forms.ModelForm):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(GuardedAdmin):
     form = ServiceForm
     fieldsets = (
         (None, {"fields": ("name", "repository", "k8s_yaml_dir", "cluster", "enabled")}),
@@ -286,14 +342,14 @@ class ServiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(GuardedAdmin):
     list_display = ("name", "applyer", "is_default", "managed_by_config")
     list_filter = ("applyer", "is_default")
     search_fields = ("name",)
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(GuardedAdmin):
     list_display = (
         "id",
         "service",
@@ -352,7 +408,7 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 
 @admin.register(AppliedObject)
-class AppliedObjectAdmin(admin.ModelAdmin):
+class AppliedObjectAdmin(GuardedAdmin):
     list_display = ("kind", "namespace", "name", "api_version", "service", "cluster")
     list_filter = ("kind", "cluster", "service")
     search_fields = ("name", "namespace", "kind")
@@ -365,11 +421,13 @@ class AppliedObjectAdmin(admin.ModelAdmin):
         return False
 
 
-admin.site.register(ReleaseArtifact, ReleaseArtifactAdmin)
+@admin.register(ReleaseArtifact)
+class ArtifactAdmin(GuardedAdmin, ReleaseArtifactAdmin):
+    pass
 
 
 @admin.register(NotificationTarget)
-class NotificationTargetAdmin(admin.ModelAdmin):
+class NotificationTargetAdmin(GuardedAdmin):
     formfield_overrides = URL_FIELDS
     list_display = ("url", "enabled", "managed_by_config")
     list_filter = ("enabled",)

@@ -84,8 +84,9 @@ class Cluster(models.Model):
         from syncworker.applyers import ApplyerSettingsError, applyer_for
 
         try:
+            rules.storable_json(self.settings)
             applyer_for(self)
-        except ApplyerSettingsError as exc:
+        except (rules.RuleError, ApplyerSettingsError) as exc:
             raise ValidationError({"settings": str(exc)}) from None
 
 

@@ -222,3 +222,22 @@ def local_directory(value: str, *, root: Path) -> str:
     if not is_under(Path(value), root):
         raise RuleError(f"must be under {root} (GITOPS_FILE_APPLYER_ROOT)")
     return value
+
+
+def storable_json(value: object) -> object:
+    """JSON that every database can store: PostgreSQL's ``jsonb`` refuses a NUL character
+    in any string (a key or a value), so it is refused here with where it is."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:  # not recursive: a deeply nested value must not exhaust the stack
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                if "\x00" in str(key):
+                    raise RuleError(f"{path!r}: null characters are not allowed")
+                stack.append((path, child))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
+        elif isinstance(item, str) and "\x00" in item:
+            raise RuleError(f"{where or 'value'}: null characters are not allowed")
+    return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -176,3 +178,44 @@ def test_lists_are_paginated(staff: APIClient, service: Service) -> None:
     assert page["count"] == 60
     assert len(page["results"]) == 50
     assert page["next"]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter", "message"),
+    [
+        ({"since": "2026-13-45T99:99:99"}, "since", "not an ISO 8601 date-time"),
+        ({"since": "2026-02-30"}, "since", "not an ISO 8601 date-time"),
+        ({"until": "garbage"}, "until", "not an ISO 8601 date-time"),
+        ({"until": "9999-12-31T23:59:59-05:00"}, "until", "out of range"),
+        ({"service": "²"}, "service", "not a service id or name"),
+        ({"service": "web\x00"}, "service", "not a service id or name"),
+        ({"status": "nope"}, "status", "one of queued, applying"),
+    ],
+)
+def test_history_filters_refuse_bad_values_naming_the_parameter(
+    staff: APIClient, service: Service, query: dict[str, str], parameter: str, message: str
+) -> None:
+    response = staff.get("/api/deployments/", query)
+    assert response.status_code == 400
+    assert message in response.json()[parameter]
+
+
+def test_a_time_filter_without_an_offset_is_read_as_utc(staff: APIClient, service: Service) -> None:
+    deployment = Deployment.objects.create(service=service, commit_sha="1" * 40)
+    Deployment.objects.filter(pk=deployment.pk).update(
+        queued_at=datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Django warns when a naive time reaches a query
+        before = staff.get("/api/deployments/", {"since": "2026-01-01T11:59:00"}).json()
+        after = staff.get("/api/deployments/", {"since": "2026-01-01T12:01:00"}).json()
+    assert (before["count"], after["count"]) == (1, 0)
+
+
+def test_a_huge_limit_is_capped_instead_of_reaching_the_database(
+    staff: APIClient, service: Service
+) -> None:
+    Deployment.objects.create(service=service, commit_sha="1" * 40)
+    response = staff.get("/api/deployments/", {"limit": "9" * 20})
+    assert response.status_code == 200
+    assert response.json()["count"] == 1

@@ -167,3 +167,41 @@ def test_a_repository_without_a_secret_accepts_no_webhook(
     body = push()
     assert send(client, body, **{"X-Hub-Signature-256": sign(body, "")}).status_code == 403
     assert queued == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(b"[]", "body must be a JSON object, not a list", id="array"),
+        pytest.param(b'"push"', "body must be a JSON object, not a string", id="string"),
+        pytest.param(b"null", "body must be a JSON object, not null", id="null"),
+        pytest.param(b"[" * 100_000, "body is not JSON", id="nested-too-deep"),
+        pytest.param(
+            b'{"repository": "acme/infra"}', "'repository' must be an object", id="repo-str"
+        ),
+        pytest.param(b'{"repository": 42}', "'repository' must be an object", id="repo-number"),
+        pytest.param(b'{"repository": null}', "'repository' must be an object", id="repo-null"),
+    ],
+)
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_a_body_that_cannot_be_a_push_is_refused_naming_what_is_wrong(
+    client: Client, repo: Repository, queued: list[tuple[object, ...]], body: bytes,
+    message: str, signed: bool,
+) -> None:  # fmt: skip
+    signature = sign(body) if signed else "sha256=" + "0" * 64
+    response = send(client, body, **{"X-Hub-Signature-256": signature})
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert queued == []
+
+
+def test_a_push_named_by_key_needs_a_string_ref(
+    client: Client, repo: Repository, queued: list[tuple[object, ...]]
+) -> None:
+    for body in (b"[]", b'{"ref": 5}', b'{"repository": "acme/infra"}'):
+        response = send(
+            client, body, path="/v1/webhooks/github/infra", **{"X-Hub-Signature-256": sign(body)}
+        )
+        assert response.status_code == 400, body
+    assert "'ref' must be a string" in response.json()["detail"]
+    assert queued == []

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from syncworker.api.filters import filter_deployments
 from syncworker.api.serializers import (
     ActionResultSerializer,
     ClusterSerializer,
@@ -23,9 +22,22 @@ from syncworker.api.serializers import (
 from syncworker.models import Cluster, Deployment, Repository, Service
 from syncworker.pipeline import actions
 
+RETRY_AFTER_SECONDS = 30
+
 
 def _action_error(exc: actions.ActionError) -> Response:
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+
+def _queue_unavailable(what: str) -> Response:
+    return Response(
+        {
+            "detail": f"{what} not queued: the task broker (Redis) is unreachable; "
+            "nothing was recorded, try again once it is back"
+        },
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 class RepositoryViewSet(viewsets.ModelViewSet):
@@ -40,6 +52,8 @@ class RepositoryViewSet(viewsets.ModelViewSet):
             actions.sync_now(self.get_object())
         except actions.ActionError as exc:
             return _action_error(exc)
+        except actions.QueueUnavailable:
+            return _queue_unavailable("sync")
         return Response({"detail": "sync queued"}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -55,6 +69,8 @@ class ServiceViewSet(viewsets.ModelViewSet):
             actions.redeploy(self.get_object())
         except actions.ActionError as exc:
             return _action_error(exc)
+        except actions.QueueUnavailable:
+            return _queue_unavailable("redeploy")
         return Response({"detail": "redeploy queued"}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -80,30 +96,9 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return DeploymentDetailSerializer if self.action == "retrieve" else DeploymentSerializer
 
     def get_queryset(self) -> QuerySet[Deployment]:
-        queryset = super().get_queryset()
         if self.action == "retrieve":
             return Deployment.objects.select_related("service")
-        params = self.request.query_params
-        service = params.get("service")
-        if service:
-            queryset = (
-                queryset.filter(service_id=int(service))
-                if service.isdigit()
-                else queryset.filter(service__name=service)
-            )
-        state = params.get("status")
-        if state:
-            if state not in Deployment.Status.values:
-                raise ValidationError({"status": f"unknown status {state!r}"})
-            queryset = queryset.filter(status=state)
-        for name, lookup in (("since", "queued_at__gte"), ("until", "queued_at__lt")):
-            value = params.get(name)
-            if value:
-                moment = parse_datetime(value)
-                if moment is None:
-                    raise ValidationError({name: f"not an ISO 8601 date-time: {value!r}"})
-                queryset = queryset.filter(**{lookup: moment})
-        return queryset
+        return filter_deployments(super().get_queryset(), self.request.query_params)
 
     @extend_schema(request=None, responses={202: DeploymentSerializer})
     @action(detail=True, methods=["post"])
@@ -113,4 +108,6 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             deployment = actions.rollback(self.get_object())
         except actions.ActionError as exc:
             return _action_error(exc)
+        except actions.QueueUnavailable:
+            return _queue_unavailable("rollback")
         return Response(DeploymentSerializer(deployment).data, status=status.HTTP_202_ACCEPTED)

@@ -89,6 +89,13 @@ class ArtifactViewSet(
     def get_queryset(self) -> QuerySet[ReleaseArtifact]:
         queryset = super().get_queryset()
         if kind := self.request.query_params.get("kind"):
+            if kind not in ReleaseArtifact.Kind.values:
+                raise serializers.ValidationError(
+                    {
+                        "kind": f"unknown kind {kind[:100]!r}; one of "
+                        + ", ".join(ReleaseArtifact.Kind.values)
+                    }
+                )
             queryset = queryset.filter(kind=kind)
         return queryset
 

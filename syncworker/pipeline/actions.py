@@ -1,12 +1,23 @@
 """Deliberate actions a person takes from the admin or the API: sync now, redeploy,
-roll back. Each only queues work; the workers do it, in order, like any other change."""
+roll back. Each only queues work; the workers do it, in order, like any other change.
+
+When the broker is down an action raises ``QueueUnavailable`` and leaves nothing behind:
+the person is told it did not happen and can try again. A rollback's new row is removed
+again rather than left for the recovery sweep, which would apply it minutes later, long
+after the person was told it failed.
+"""
 
 from __future__ import annotations
 
-from django.db import transaction
+import logging
 
 from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import handoff
+from syncworker.pipeline.handoff import QueueUnavailable
+
+__all__ = ["ActionError", "QueueUnavailable", "redeploy", "rollback", "sync_now"]
+
+log = logging.getLogger(__name__)
 
 
 class ActionError(ValueError):
@@ -32,7 +43,6 @@ def redeploy(service: Service) -> None:
     )
 
 
-@transaction.atomic
 def rollback(target: Deployment) -> Deployment:
     """Re-apply exactly the bundle of an earlier successful deployment. The next change in
     Git deploys again as usual: rolling back does not pause the service."""
@@ -50,5 +60,17 @@ def rollback(target: Deployment) -> Deployment:
         object_count=target.object_count,
         applied_objects=target.applied_objects,
     )
-    handoff.apply(deployment.pk)
+    try:
+        # Sent once committed: at once from the admin and the API (no transaction is
+        # open there), so a broker failure lands here. Inside a caller's transaction it
+        # is sent at that commit, and a failure then leaves the row to the sweep.
+        handoff.apply(deployment.pk)
+    except QueueUnavailable:
+        # No message carries this id, so no worker knows the row: remove it unless
+        # something has started it after all.
+        Deployment.objects.filter(
+            pk=deployment.pk, status=Deployment.Status.QUEUED, started_at__isnull=True
+        ).delete()
+        log.warning("rollback to deployment %s not queued: broker unreachable", target.pk)
+        raise
     return deployment

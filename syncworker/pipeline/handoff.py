@@ -3,6 +3,12 @@
 Stages never import ``syncworker.tasks``; they call these functions, which queue the
 task once the current transaction commits (at once outside one), so a worker never
 reads a row that is not there yet. Queues come from ``CELERY_TASK_ROUTES``.
+
+Nobody reads these tasks' results, so none are stored or subscribed to: a web process
+that subscribed would keep reconnecting to a Redis that went away and then refuse to
+send anything until restarted. A broker that cannot take the message raises
+``QueueUnavailable``: a deliberate action answers 503 with it; inside the pipeline the
+task fails, and the recovery sweep re-queues a deployment it left queued or applying.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
 from gitops_site.celery import app
 
@@ -19,8 +26,22 @@ APPLY = "syncworker.apply_deployment"
 NOTIFY = "syncworker.notify_deployment"
 
 
+class QueueUnavailable(RuntimeError):
+    """The broker (Redis) could not take the message: nothing was queued."""
+
+
+def _publish(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    try:
+        app.send_task(task, args=args, kwargs=kwargs, ignore_result=True)
+    except OperationalError as exc:
+        # kombu's message names the broker's address; the URL (and its password) stays out.
+        raise QueueUnavailable(
+            f"the task broker is unreachable ({type(exc).__name__}): {task} not queued"
+        ) from None
+
+
 def _send(task: str, *args: Any, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: app.send_task(task, args=args, kwargs=kwargs))
+    transaction.on_commit(lambda: _publish(task, args, kwargs))
 
 
 def poll(
