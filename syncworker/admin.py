@@ -1,7 +1,8 @@
 """The Django admin is the configuration UI: repositories, services, clusters, history.
 
-Credentials are write-only here: the form never renders a stored token or webhook
-secret back, a blank field keeps the stored value, and a checkbox clears it.
+Credentials are write-only here: the form never renders a stored token, webhook secret
+or notification URL back, a blank field keeps the stored value, and a checkbox clears
+it. A deployment's bundle is shown with its Secret values masked.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.utils.html import format_html
 
 from syncworker.artifacts.admin import ReleaseArtifactAdmin
+from syncworker.kube.secrets import mask_secret_values
 from syncworker.models import (
     AppliedObject,
     Cluster,
@@ -30,7 +32,6 @@ from syncworker.models import (
     Service,
 )
 from syncworker.pipeline import actions as pipeline_actions
-from syncworker.render.secrets import mask_bundle_yaml
 
 SECRET_FIELDS = ("token", "webhook_secret")
 # Django 6 changes the default scheme of URL form fields; say which one we mean.
@@ -388,7 +389,7 @@ class DeploymentAdmin(GuardedAdmin):
 
     @admin.display(description="bundle (Secret values hidden)")
     def bundle_masked(self, obj: Deployment) -> str:
-        return format_html("<pre>{}</pre>", mask_bundle_yaml(obj.bundle) if obj.bundle else "")
+        return format_html("<pre>{}</pre>", mask_secret_values(obj.bundle))
 
     @admin.display(description="commit")
     def commit_short(self, obj: Deployment) -> str:
@@ -426,9 +427,42 @@ class ArtifactAdmin(GuardedAdmin, ReleaseArtifactAdmin):
     pass
 
 
+class NotificationTargetForm(forms.ModelForm):
+    """The URL is a credential (a Slack webhook's path is its secret): write-only, like
+    a token. Pages show its host only (``NotificationTarget.__str__``)."""
+
+    url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only: where deployment results are posted.",
+    )
+
+    class Meta:
+        model = NotificationTarget
+        fields = ("url", "enabled")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["url"] = ""
+        if self.instance.pk:
+            self.fields[
+                "url"
+            ].help_text = f"A URL is stored: {self.instance} (write-only). Leave blank to keep it."
+
+    def clean_url(self) -> str:
+        url = str(self.cleaned_data.get("url") or "")
+        if url:
+            return url
+        if not self.instance.pk:
+            raise forms.ValidationError("A URL is required.")
+        return NotificationTarget.objects.only("url").get(pk=self.instance.pk).url
+
+
 @admin.register(NotificationTarget)
 class NotificationTargetAdmin(GuardedAdmin):
-    formfield_overrides = URL_FIELDS
-    list_display = ("url", "enabled", "managed_by_config")
+    form = NotificationTargetForm
+    list_display = ("__str__", "enabled", "managed_by_config")
     list_filter = ("enabled",)
-    search_fields = ("url",)
+    # No search on the URL: matching or not would reveal it a character at a time.

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -397,4 +398,7 @@ class NotificationTarget(models.Model):
         ordering = ["url"]
 
     def __str__(self) -> str:
-        return self.url
+        # Scheme and host only, wherever Django shows the row (pages, messages, the admin
+        # log): the rest of a webhook URL is often its secret.
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or '?'}/…"

@@ -1,5 +1,6 @@
-"""Tokens and webhook secrets are write-only: never in an admin page, an API answer, a
-stored error or a log line."""
+"""Tokens, webhook secrets, notification URLs and Secret values from Git are never in an
+admin page, an API answer, a stored error or a log line; the stored bundle keeps the
+Secret values for a rollback, which only the apply path reads."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import User
 from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
-from syncworker.models import Cluster, Repository, Service
+from syncworker.kube.secrets import MASK, UNREADABLE, mask_secret_values
+from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
+from syncworker.pipeline import actions
 from syncworker.pipeline.polling import poll_repository
 from tests.support.source_fixtures import GitHubRepo
 
@@ -93,3 +101,164 @@ def test_a_rejected_token_is_neither_stored_in_the_error_nor_logged(
     assert repo.last_error
     assert TOKEN not in repo.last_error
     assert TOKEN not in caplog.text
+
+
+SECRET_DATA = "c3VwZXItc2VjcmV0LWRhdGE="  # base64 of the value below
+SECRET_DATA_PLAIN = "super-secret-data"
+SECRET_STRING = "super-secret-string-value"
+CONFIG_VALUE = "hello-from-the-configmap"
+BUNDLE = f"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: shop
+data:
+  greeting: {CONFIG_VALUE}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: web-secret
+  namespace: shop
+type: Opaque
+data:
+  password: {SECRET_DATA}
+stringData:
+  token: {SECRET_STRING}
+"""
+
+
+def never_shown(text: str) -> None:
+    for value in (SECRET_DATA, SECRET_DATA_PLAIN, SECRET_STRING):
+        assert value not in text
+
+
+@pytest.fixture
+def deployed(repo: Repository) -> Deployment:
+    service = Service.objects.create(name="web", repository=repo, k8s_yaml_dir="web")
+    return Deployment.objects.create(
+        service=service, commit_sha="1" * 40, status="succeeded", bundle=BUNDLE,
+        bundle_digest="d" * 64, object_count=2,
+    )  # fmt: skip
+
+
+def test_the_api_shows_configmap_values_and_never_secret_values(deployed: Deployment) -> None:
+    staff = User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff).key}")
+
+    detail = api.get(f"/api/deployments/{deployed.pk}/")
+    listed = api.get("/api/deployments/")
+
+    assert detail.status_code == 200
+    bundle = detail.json()["bundle"]
+    assert f"greeting: {CONFIG_VALUE}" in bundle
+    assert f"password: {MASK}" in bundle and f"token: {MASK}" in bundle
+    never_shown(detail.content.decode() + listed.content.decode())
+
+
+def test_the_admin_shows_configmap_values_and_never_secret_values(
+    admin_client: Client, deployed: Deployment
+) -> None:
+    change = admin_client.get(f"/admin/syncworker/deployment/{deployed.pk}/change/")
+    listed = admin_client.get("/admin/syncworker/deployment/")
+
+    page = change.content.decode()
+    assert change.status_code == 200
+    assert CONFIG_VALUE in page and f"password: {MASK}" in page
+    assert 'name="bundle"' not in page  # no form field could render the stored bundle
+    never_shown(page + listed.content.decode())
+
+
+def test_a_rollback_stores_the_real_values_for_the_apply_path(deployed: Deployment) -> None:
+    rollback = actions.rollback(deployed)
+
+    rollback.refresh_from_db()
+    assert rollback.bundle == deployed.bundle
+    assert SECRET_STRING in rollback.bundle and SECRET_DATA in rollback.bundle
+
+
+def test_masking_keeps_every_other_document_exactly_and_hides_value_lengths() -> None:
+    short = BUNDLE.replace(SECRET_STRING, "x").replace(SECRET_DATA, "eA==")
+    masked = mask_secret_values(BUNDLE)
+
+    configmap = BUNDLE.split("---\n")[0]
+    assert masked.startswith(configmap + "---\n")
+    assert masked == mask_secret_values(short)  # 1 character or 25: the same marker
+    secret = list(yaml.safe_load_all(masked))[1]
+    assert secret["data"] == {"password": MASK} and secret["stringData"] == {"token": MASK}
+    assert secret["metadata"]["name"] == "web-secret" and secret["type"] == "Opaque"
+
+
+def test_masking_reaches_lists_flow_style_and_the_last_applied_annotation() -> None:
+    text = (
+        f"{{kind: Secret, apiVersion: v1, data: {{a: {SECRET_DATA}}}}}\n---\n"
+        "apiVersion: v1\nkind: List\nitems:\n"
+        f"- {{kind: Secret, stringData: {{b: {SECRET_STRING}}}}}\n"
+        f"- {{kind: ConfigMap, data: {{c: {CONFIG_VALUE}}}}}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  annotations:\n"
+        f'    kubectl.kubernetes.io/last-applied-configuration: \'{{"stringData": '
+        f'{{"t": "{SECRET_STRING}"}}}}\'\n'
+        "stringData: null\n"
+    )
+    masked = mask_secret_values(text)
+
+    never_shown(masked)
+    assert CONFIG_VALUE in masked
+    assert [d.get("kind") for d in yaml.safe_load_all(masked)] == ["Secret", "List", "Secret"]
+
+
+def test_a_bundle_that_cannot_be_read_is_not_shown_at_all() -> None:
+    broken = f"kind: Secret\nstringData:\n  token: {SECRET_STRING}\n  bad: [\n"
+    assert mask_secret_values(broken) == UNREADABLE
+
+
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXsecretpathXXXX"
+SLACK_SECRET = "XXXXsecretpathXXXX"
+
+
+def test_the_webhook_url_is_write_only_in_the_admin(
+    admin_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    added = admin_client.post(
+        "/admin/syncworker/notificationtarget/add/", {"url": SLACK_URL, "enabled": "on"},
+        follow=True,
+    )  # fmt: skip
+    target = NotificationTarget.objects.get()
+    pages = [added.content.decode()]
+    for url in (
+        "/admin/syncworker/notificationtarget/",
+        f"/admin/syncworker/notificationtarget/{target.pk}/change/",
+        f"/admin/syncworker/notificationtarget/{target.pk}/history/",
+        f"/admin/syncworker/notificationtarget/{target.pk}/delete/",
+        "/admin/",  # the recent-actions list repeats the admin log's text
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        pages.append(response.content.decode())
+    for page in pages:
+        assert SLACK_SECRET not in page
+    assert "https://hooks.slack.com/…" in pages[2]
+    assert SLACK_SECRET not in LogEntry.objects.get().object_repr
+    assert SLACK_SECRET not in caplog.text
+
+
+def test_saving_the_notification_form_blank_keeps_the_url_and_a_new_one_replaces_it(
+    admin_client: Client,
+) -> None:
+    target = NotificationTarget.objects.create(url=SLACK_URL)
+    change = f"/admin/syncworker/notificationtarget/{target.pk}/change/"
+
+    assert admin_client.post(change, {"url": "", "enabled": ""}).status_code == 302
+    target.refresh_from_db()
+    assert (target.url, target.enabled) == (SLACK_URL, False)
+
+    new = "https://hooks.slack.com/services/T1/B1/rotated"
+    assert admin_client.post(change, {"url": new, "enabled": "on"}).status_code == 302
+    target.refresh_from_db()
+    assert target.url == new
+
+    refused = admin_client.post("/admin/syncworker/notificationtarget/add/", {"url": ""})
+    assert refused.status_code == 200
+    assert "A URL is required." in refused.content.decode()

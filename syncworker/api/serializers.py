@@ -1,5 +1,6 @@
 """Explicit serializers. Credentials are write-only: accepted on input, never output;
-an update that leaves them out keeps the stored value."""
+an update that leaves them out keeps the stored value. A bundle is shown with its
+Secret values masked."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from syncworker.kube.secrets import mask_secret_values
 from syncworker.models import Cluster, Deployment, Repository, Service
-from syncworker.render.secrets import mask_bundle_yaml
 
 
 class ModelRulesMixin(serializers.ModelSerializer):
@@ -148,7 +149,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class DeploymentDetailSerializer(DeploymentSerializer):
-    # What was applied, with Secret values masked (the stored bundle keeps them).
+    # What was applied, with Secret values masked (the stored bundle keeps them, for
+    # the apply path and a rollback).
     bundle = serializers.SerializerMethodField()
 
     class Meta(DeploymentSerializer.Meta):
@@ -156,7 +158,7 @@ class DeploymentDetailSerializer(DeploymentSerializer):
         read_only_fields = fields
 
     def get_bundle(self, obj: Deployment) -> str:
-        return mask_bundle_yaml(obj.bundle) if obj.bundle else ""
+        return mask_secret_values(obj.bundle)
 
 
 class ActionResultSerializer(serializers.Serializer):
