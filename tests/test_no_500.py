@@ -301,6 +301,19 @@ def rest_cases(w: World) -> list[Case]:
         get("/api/schema/?format=zzz", 404, "Not found"),
         get("/api/deployments/?format=zzz", 404, "Not found"),
         get("/metrics?x=%00", 200, "gitops_"),
+        get("/api/overview/?status=nope", 400, "status"),
+        get("/api/overview/?status=%00&q=%00&repository=%00&cluster=%00", 400, None),
+        get("/api/overview/?q=%00", (200, 400), None),
+        get("/api/overview/?q=" + "x" * 5000, (200, 400), None),
+        get("/api/overview/services/nope/", 404, "nope"),
+        get("/api/overview/services/web/?limit=abc", 400, '"limit"'),
+        get("/api/overview/services/web/?limit=99999999999999999999", 400, '"limit"'),
+        get("/api/overview/services/web/deployments/99999999999999999999/", 404, "no deployment"),
+        get("/api/overview/repositories/nope/", 404, "nope"),
+        get("/?status=nope&page=abc", (200, 400), None),
+        get("/?q=%00&page=99999999999999999999", (200, 400), None),
+        get("/services/%00/", 404, None),
+        get("/services/web/?fragment=%00", 200, None),
         post("/healthz", (200, 405), None),
     ]
     return cases
@@ -506,7 +519,7 @@ def test_the_web_process_queues_again_once_the_broker_is_back(
         again.stop()
 
 
-def test_admin_actions_say_the_broker_is_down_and_leave_nothing(
+def test_admin_and_dashboard_actions_say_the_broker_is_down_and_leave_nothing(
     admin_browser: Client, world: World, broker: RedisServer
 ) -> None:
     broker.stop()
@@ -519,4 +532,12 @@ def test_admin_actions_say_the_broker_is_down_and_leave_nothing(
         page = admin_browser.post(f"/admin/syncworker/{model}/", body, follow=True)
         assert page.status_code == 200
         assert "broker (Redis) is unreachable" in page.content.decode(), action
+    for button in (
+        "/repositories/infra/sync/",
+        "/services/web/redeploy/",
+        f"/services/web/deployments/{world.succeeded.pk}/rollback/",
+    ):
+        answer = admin_browser.post(button, HTTP_HX_REQUEST="true")
+        assert answer.status_code == 503, button
+        assert "broker (Redis) is unreachable" in answer.content.decode(), button
     assert not Deployment.objects.filter(trigger=Deployment.Trigger.ROLLBACK).exists()

@@ -140,6 +140,9 @@ def _act(request: HttpRequest, action: Callable[[], str], back: str) -> HttpResp
         done, level, status = action(), messages.SUCCESS, 202
     except actions.ActionError as exc:
         done, level, status = str(exc), messages.ERROR, 409
+    except actions.QueueUnavailable:
+        done = "Not queued: the task broker (Redis) is unreachable; try again once it is back."
+        level, status = messages.ERROR, 503
     if request.htmx:  # type: ignore[attr-defined]
         response = render(
             request,
