@@ -12,7 +12,6 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from gitops_site.celery import app
 from syncworker.artifacts.storage import store_artifact
 from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
 from syncworker.pipeline import recovery
+from syncworker.pipeline.redisconn import redis_client
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -493,13 +493,16 @@ def test_actions_answer_503_and_record_nothing_while_the_broker_is_down(
     )
     assert hook.status_code == 503 and "broker" in hook.json()["detail"]
 
-    # The refused rollback left no row behind, so the recovery sweep (which re-queues
-    # rows whose message was lost) will not apply it later behind the person's back.
+    # The refused rollback left no row behind, so the recovery sweep will not apply it
+    # later behind the person's back: even when it believes the broker lost every
+    # message (its epoch marker gone) and re-sends every unfinished deployment, only the
+    # rollback that was accepted is among them.
     rollbacks = Deployment.objects.filter(trigger=Deployment.Trigger.ROLLBACK)
     assert list(rollbacks.values_list("pk", flat=True)) == [first.json()["id"]]
     again = restart(broker)
     try:
-        assert recovery.requeue_stuck(older_than=timedelta(microseconds=1)) == [first.json()["id"]]
+        redis_client().delete(recovery.EPOCH_KEY)
+        assert recovery.requeue_stuck() == [first.json()["id"]]
     finally:
         again.stop()
 
