@@ -27,8 +27,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from syncworker.applyers import kubesend
+from syncworker.applyers import kuberead, kubesend
 from syncworker.applyers.applied import (
     MAX_REMEMBERED,
     Applied,
@@ -59,6 +60,7 @@ DEFINITIONS = (NAMESPACE, CRD)
 
 class KubernetesApplyer(Applyer):
     can_prune = True
+    can_read = True
 
     def __init__(
         self,
@@ -360,6 +362,10 @@ class KubernetesApplyer(Applyer):
             remembered=self.remembered,
             max_workers=self.max_workers,
         )
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[ObjectRef, dict[str, Any] | None]:
+        api, discovery, namespace = self._connect()
+        return kuberead.read(api, discovery, namespace, refs, max_workers=self.max_workers)
 
 
 def _defined_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:

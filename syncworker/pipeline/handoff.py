@@ -17,10 +17,13 @@ POLL = "syncworker.poll_repository"
 FETCH = "syncworker.fetch_service"
 APPLY = "syncworker.apply_deployment"
 NOTIFY = "syncworker.notify_deployment"
+CHECK_HEALTH = "syncworker.check_health"
 
 
-def _send(task: str, *args: Any, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: app.send_task(task, args=args, kwargs=kwargs))
+def _send(task: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
+    transaction.on_commit(
+        lambda: app.send_task(task, args=args, kwargs=kwargs, countdown=countdown)
+    )
 
 
 def poll(
@@ -44,3 +47,7 @@ def apply(deployment_id: int) -> None:
 
 def notify(deployment_id: int) -> None:
     _send(NOTIFY, deployment_id)
+
+
+def check_health(deployment_id: int, *, countdown: float | None = None) -> None:
+    _send(CHECK_HEALTH, deployment_id, countdown=countdown)
