@@ -5,6 +5,8 @@ newer commit of its service."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from typing import Any
 
@@ -127,3 +129,47 @@ def test_a_newer_commit_supersedes_a_deployment_waiting_for_health(
     old, new = finished(web, 2, timeout=90)
     assert (old.pk, old.status) == (first.pk, Status.SUPERSEDED)
     assert (new.status, new.commit_sha) == (Status.SUCCEEDED, fixed), new.error
+
+
+def annotated(text: str, key: str, wave: int) -> str:
+    obj = yaml.safe_load(text)
+    obj["metadata"]["annotations"] = {key: str(wave)}
+    return yaml.safe_dump(obj)
+
+
+def test_waves_apply_in_order_each_after_the_previous_one_is_healthy(
+    celery_worker_process: WorkerProcess,
+    on_cluster: Cluster,
+    cluster_namespace: str,
+    git_repo: WorkingCopy,
+    kube_cluster: KubeClusterEnv,
+) -> None:
+    ns = cluster_namespace
+    argo, ours = "argocd.argoproj.io/sync-wave", "simple-gitops.io/sync-wave"
+    git_repo.commit(
+        {
+            # File names sort against the waves, so only the annotations can order them.
+            "deploy/web/a.yaml": annotated(cm("last", ns, "1"), argo, 1),
+            "deploy/web/b.yaml": cm("middle", ns, "1"),  # wave 0 by default
+            "deploy/web/c.yaml": annotated(workload("first", ns, 2), ours, -1),
+        }
+    )
+    repo, (web,) = make_repo(git_repo, "web")
+    Service.objects.filter(pk=web.pk).update(health_timeout=60)
+    sync(repo)
+    (done,) = finished(web, 1, timeout=120)
+    assert done.status == Status.SUCCEEDED, done.error
+
+    def version(*args: str) -> int:
+        out = kube_cluster.kubectl_command("-n", ns, "get", *args, "-o", "json")
+        return int(
+            json.loads(subprocess.run(out, capture_output=True, check=True).stdout)["metadata"][
+                "resourceVersion"
+            ]
+        )
+
+    # The Deployment's last write is the controller marking it available; the wave after
+    # it was created later still, and the next wave after that.
+    first = version("deployment/first")
+    assert first < version("configmap/middle") < version("configmap/last")
+    assert "wave -1: 1 objects healthy" in done.output
