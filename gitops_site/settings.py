@@ -167,6 +167,7 @@ CELERY_TASK_ROUTES = {
     "syncworker.fetch_service": {"queue": "fetch"},
     "syncworker.apply_deployment": {"queue": "apply"},
     "syncworker.notify_deployment": {"queue": "default"},
+    "syncworker.check_health": {"queue": "health"},
 }
 # How long before Redis hands an unacknowledged task (its worker died) to another worker.
 # Shorter than a task is safe here: tasks guard on the row's state and the cluster lock.
@@ -208,6 +209,8 @@ GITOPS: dict[str, Any] = {
     # Lease of the per-cluster apply lock, renewed while an apply runs: how long a
     # crashed apply worker keeps the cluster locked.
     "APPLY_LOCK_TTL": env_int("GITOPS_APPLY_LOCK_TTL", 30, minimum=3),
+    # Seconds between two health checks of a deployment waiting for its objects.
+    "HEALTH_INTERVAL": env_int("GITOPS_HEALTH_INTERVAL", 5, minimum=1),
 }
 
 LOG_LEVEL = (env_str("LOG_LEVEL") or "INFO").upper()

@@ -304,11 +304,15 @@ class ServiceAdmin(GuardedAdmin):
         "cluster",
         "namespace",
         "enabled",
+        "health",
+        "sync_status",
         "last_applied_commit_short",
         "last_applied_at",
     )
     list_filter = (
         "enabled",
+        "health",
+        "sync_status",
         "prune",
         "stateless",
         "recurse",
@@ -320,6 +324,9 @@ class ServiceAdmin(GuardedAdmin):
     list_select_related = ("repository", "cluster")
     readonly_fields = (
         "managed_by_config",
+        "health",
+        "health_message",
+        "sync_status",
         "last_applied_commit",
         "last_applied_tree",
         "last_applied_at",

@@ -223,7 +223,37 @@ class Service(models.Model):
         help_text="Leave out the files these gitignore-style patterns match.",
     )
     enabled = models.BooleanField(default=True)
+    wait = models.BooleanField(
+        default=True, help_text="A deployment succeeds only once every object is healthy."
+    )
+    health_timeout = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(1)],
+        help_text="Seconds the objects have to become healthy after the apply.",
+    )
     managed_by_config = models.BooleanField(default=False, editable=False)
+
+    class Health(models.TextChoices):
+        HEALTHY = "healthy"
+        PROGRESSING = "progressing"
+        DEGRADED = "degraded"
+        MISSING = "missing"
+        UNKNOWN = "unknown"
+
+    class SyncStatus(models.TextChoices):
+        SYNCED = "synced"
+        OUT_OF_SYNC = "out-of-sync"
+        FAILED = "failed"
+        UNKNOWN = "unknown"
+
+    health = models.CharField(
+        max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False
+    )
+    health_message = models.TextField(blank=True, editable=False)
+    sync_status = models.CharField(
+        max_length=16, choices=SyncStatus.choices, default=SyncStatus.UNKNOWN, editable=False
+    )
+    status_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     last_applied_commit = models.CharField(max_length=64, blank=True, editable=False)
     last_applied_tree = models.CharField(max_length=64, blank=True, editable=False)
@@ -306,6 +336,9 @@ class Deployment(models.Model):
     error = models.TextField(blank=True)
     queued_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Set once the objects are applied and the deployment waits for them to be healthy
+    # (still ``applying``, but no longer on the apply queue): the wait ends by then.
+    health_deadline = models.DateTimeField(null=True, blank=True, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -84,6 +84,12 @@ def _retry_transient(
     raise task.retry(countdown=backoff(task.request.retries, retry_after))
 
 
+@shared_task(name="syncworker.check_health", acks_late=True)
+def check_health(deployment_id: int) -> dict[str, object]:
+    result = chain.check_health(deployment_id)
+    return {"status": result.status, "health": result.health, "skipped": result.skipped}
+
+
 @shared_task(name="syncworker.notify_deployment", acks_late=True)
 def notify_deployment(deployment_id: int) -> int:
     return chain.send_notifications(deployment_id)

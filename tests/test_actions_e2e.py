@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client as k8s
 
 from gitops_site.celery import app
-from syncworker.models import Cluster, Deployment
+from syncworker.models import Cluster, Deployment, Service
 from syncworker.pipeline import actions
 from tests.support.e2e import cm, finished, make_repo, many_cms, sync
 from tests.support.gitserver import WorkingCopy
@@ -73,6 +73,8 @@ def test_two_apply_workers_never_apply_to_one_cluster_at_once(
         }
     )
     repo, services = make_repo(git_repo, *names)
+    # finished_at must mark the end of the apply: the health wait runs outside the lease.
+    Service.objects.filter(repository=repo).update(wait=False)
     app.control.cancel_consumer("apply", destination=[celery_worker_process.name], reply=True)
     workers = [start_worker(worker_database_url, queues="apply", concurrency=1) for _ in range(2)]
     try:

@@ -413,6 +413,29 @@ def test_service_extensions_are_read() -> None:
     assert (service.namespace, service.prune, service.stateless) == ("shop", False, True)
 
 
+def test_wait_and_health_timeout_are_read_with_their_defaults() -> None:
+    services = parse(
+        REPO + "services:\n  - {name: a, github: nokube, k8s_yaml_dir: a}\n"
+        "  - {name: b, github: nokube, k8s_yaml_dir: b, wait: false, health_timeout: 40}\n"
+    ).services
+    assert [(s.wait, s.health_timeout) for s in services] == [(True, 300), (False, 40)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("health_timeout: 0", "services[0].health_timeout: must be at least 1 second, got 0"),
+        ("health_timeout: soon", "services[0].health_timeout: expected an integer"),
+        ("wait: maybe", "services[0].wait: expected true or false"),
+    ],
+)
+def test_a_bad_wait_setting_names_its_key_path(entry: str, expected: str) -> None:
+    errors = errors_of(
+        REPO + f"services:\n  - {{name: a, github: nokube, k8s_yaml_dir: a, {entry}}}\n"
+    )
+    assert any(error.startswith(expected) for error in errors), errors
+
+
 @pytest.mark.parametrize(
     ("text", "kind", "cluster_name", "settings"),
     [

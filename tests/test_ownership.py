@@ -48,7 +48,7 @@ def repo(kube_env: Any, git_repo: WorkingCopy) -> Repository:
     )
     repo = Repository.objects.create(key="own", provider="git", url=git_repo.url)
     for name in ("a", "b"):
-        Service.objects.create(name=name, repository=repo, k8s_yaml_dir=name)
+        Service.objects.create(name=name, repository=repo, k8s_yaml_dir=name, wait=False)
     return repo
 
 

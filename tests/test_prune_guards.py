@@ -49,7 +49,8 @@ def service(kube_env: Any, git_repo: WorkingCopy, kube_namespace: str) -> Servic
     ns = kube_namespace
     git_repo.commit({"app/a.yaml": cm("keep", ns), "app/b.yaml": cm("leaving", ns)})
     repo = Repository.objects.create(key="guards", provider="git", url=git_repo.url)
-    service = Service.objects.create(name="app", repository=repo, k8s_yaml_dir="app")
+    # The apply runs in-process here, with no health worker: no wait after it.
+    service = Service.objects.create(name="app", repository=repo, k8s_yaml_dir="app", wait=False)
     assert deploy(repo).status == Status.SUCCEEDED
     return service
 

@@ -145,6 +145,11 @@ def errors_of(files: list[SourceFile], options: RenderOptions = OPTIONS) -> list
             "spec: {group: example.com, names: {kind: Widget}, scope: Global}",
             "spec.scope: must be Namespaced or Cluster",
         ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\n"
+            "metadata: {name: a, annotations: {argocd.argoproj.io/sync-wave: first}}",
+            "metadata.annotations[argocd.argoproj.io/sync-wave]: 'first' is not an integer wave",
+        ),
     ],
 )
 def test_each_problem_names_file_document_and_field(document, error):

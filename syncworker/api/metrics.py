@@ -21,11 +21,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from syncworker.models import Deployment, Repository
+from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import metrics as counters
 from syncworker.pipeline.redisconn import redis_client
 
-QUEUES = ("poll", "fetch", "apply", "default")
+QUEUES = ("poll", "fetch", "apply", "health", "default")
 
 
 def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
@@ -58,6 +58,16 @@ class GitopsCollector(Collector):
         for key, value in Repository.objects.values_list("key", "consecutive_failures"):
             failures.add_metric([key], value)
         yield failures
+        # Counts per state rather than a series per service: bounded for 1,000 services.
+        for field, choices, help_text in (
+            ("health", Service.Health.values, "Services by current health"),
+            ("sync_status", Service.SyncStatus.values, "Services by sync status"),
+        ):
+            family = GaugeMetricFamily(f"gitops_services_{field}", help_text, labels=[field])
+            per = dict(Service.objects.values_list(field).annotate(n=Count("id")).order_by())
+            for state in choices:
+                family.add_metric([state], per.get(state, 0))
+            yield family
 
     def _from_redis(self) -> Iterator[Metric]:
         client = redis_client()

@@ -97,11 +97,23 @@ class ServiceSerializer(ModelRulesMixin):
             "exclude",
             "create_namespace",
             "enabled",
+            "wait",
+            "health_timeout",
             "managed_by_config",
             "last_applied_commit",
             "last_applied_at",
+            "health",
+            "health_message",
+            "sync_status",
         ]
-        read_only_fields = ["managed_by_config", "last_applied_commit", "last_applied_at"]
+        read_only_fields = [
+            "managed_by_config",
+            "last_applied_commit",
+            "last_applied_at",
+            "health",
+            "health_message",
+            "sync_status",
+        ]
 
 
 class ClusterSerializer(ModelRulesMixin):

@@ -92,6 +92,8 @@ def _kubernetes(s: Settings) -> Applyer:
         max_workers=int(s.number("max_workers", 8, minimum=1)),
         timeout=s.number("timeout", 30, minimum=1),
         crd_timeout=s.number("crd_timeout", 60, minimum=1),
+        # How long each sync wave has to be healthy before the next one is applied.
+        wave_timeout=s.number("wave_timeout", 300, minimum=1),
         # Off: every re-sync PATCHes every object, as if nothing had been applied before.
         verify_unchanged=s.boolean("verify_unchanged", True),
     )

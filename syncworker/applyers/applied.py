@@ -25,6 +25,7 @@ from syncworker.applyers.manifests import is_create_only, load_objects, phase_of
 from syncworker.kube.kinds import group_of
 from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
 from syncworker.kube.refs import ObjectRef
+from syncworker.kube.waves import wave_or_zero
 
 MAX_REMEMBERED = 200_000
 MAX_PARSED_OBJECTS = 50_000
@@ -78,6 +79,8 @@ class Manifest:
     selector: str | None
     #: Created when missing, never changed (``CREATE_ONLY_ANNOTATION``).
     create_only: bool = False
+    #: Its sync wave (``syncworker.kube.waves``): lower waves apply, and are healthy, first.
+    wave: int = 0
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Manifest:
@@ -88,7 +91,9 @@ class Manifest:
         except TypeError as exc:
             raise ValueError(f"{ref} cannot be sent as JSON: {exc}") from exc
         phase = phase_of(ref.api_version, ref.kind)
-        return cls(ref, phase, body, digest, selector_of(obj), is_create_only(obj))
+        return cls(
+            ref, phase, body, digest, selector_of(obj), is_create_only(obj), wave_or_zero(obj)
+        )
 
     def object(self) -> dict[str, Any]:
         """A fresh copy of the object (CRDs are read back, to await them)."""

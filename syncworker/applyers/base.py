@@ -75,6 +75,8 @@ class PruneResult:
 class Applyer(ABC):
     #: Whether ``prune`` deletes objects on the target (the file applyer cannot).
     can_prune: bool = False
+    #: Whether ``read`` returns live objects (health needs them; file and nokube cannot).
+    can_read: bool = False
 
     def install(self) -> tuple[bool, str]:
         return True, "nothing to install"
@@ -97,3 +99,7 @@ class Applyer(ABC):
     def prune(self, refs: Sequence[ObjectRef], *, service: str) -> PruneResult:
         """Delete these objects if they still carry our labels for ``service``."""
         return PruneResult(ok=True, output="prune not supported by this applyer")
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[ObjectRef, dict[str, Any] | None]:
+        """The live objects, ``None`` for each one not found. Only when ``can_read``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read live objects")

@@ -27,8 +27,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from syncworker.applyers import kubesend
+from syncworker.applyers import kuberead, kubesend
 from syncworker.applyers.applied import (
     MAX_REMEMBERED,
     Applied,
@@ -51,14 +52,17 @@ from syncworker.applyers.kubeobjects import Job, Locator, Progress, collection_n
 from syncworker.applyers.kubeprune import prune
 from syncworker.applyers.kubesend import Checked
 from syncworker.applyers.manifests import CRD, CUSTOM, NAMESPACE, load_objects
+from syncworker.health import assess, summarize
 from syncworker.kube.kinds import crd_scopes
 from syncworker.kube.refs import ObjectRef
 
 DEFINITIONS = (NAMESPACE, CRD)
+WAVE_POLL_SECONDS = 1.0
 
 
 class KubernetesApplyer(Applyer):
     can_prune = True
+    can_read = True
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class KubernetesApplyer(Applyer):
         max_workers: int = 8,
         timeout: float = 30.0,
         crd_timeout: float = 60.0,
+        wave_timeout: float = 300.0,
         verify_unchanged: bool = True,
         max_remembered: int = MAX_REMEMBERED,
     ) -> None:
@@ -79,6 +84,7 @@ class KubernetesApplyer(Applyer):
         self.max_workers = max_workers
         self.timeout = timeout
         self.crd_timeout = crd_timeout
+        self.wave_timeout = wave_timeout
         self.verify_unchanged = verify_unchanged
         # Kept across close(): every entry is checked against the server before it is
         # trusted, so it cannot go stale in a way that matters.
@@ -208,14 +214,51 @@ class KubernetesApplyer(Applyer):
         if done.errors:
             return
 
-        # Stage 3: everything else, phase after phase; a failing phase stops the apply,
-        # as later phases may depend on it.
-        by_phase: dict[int, list[Job]] = {}
+        # Stage 3: everything else, wave after wave and within a wave phase after phase;
+        # a failing phase stops the apply, as later ones may depend on it. Each wave is
+        # healthy before the next starts (namespaces and CRDs went first, whatever their
+        # wave: the rest cannot even be validated without them).
+        by_wave: dict[int, dict[int, list[Job]]] = {}
         for job in now + later:
-            by_phase.setdefault(job.manifest.phase, []).append(job)
-        for _, batch in sorted(by_phase.items()):
-            if not self._apply(pool, api, batch, done):
-                return
+            wave = by_wave.setdefault(job.manifest.wave, {})
+            wave.setdefault(job.manifest.phase, []).append(job)
+        waves = sorted(by_wave)
+        for number in waves:
+            for _, batch in sorted(by_wave[number].items()):
+                if not self._apply(pool, api, batch, done):
+                    return
+            if number != waves[-1]:
+                in_wave = [m.ref for m in objects if m.wave == number]
+                if not self._await_wave(api, discovery, namespace, number, in_wave, done):
+                    return
+
+    def _await_wave(
+        self,
+        api: KubeApi,
+        discovery: Discovery,
+        namespace: str,
+        number: int,
+        refs: list[ObjectRef],
+        done: Progress,
+    ) -> bool:
+        """Wait until every object of wave ``number`` is healthy (kstatus' rules)."""
+        deadline = time.monotonic() + self.wave_timeout
+        while True:
+            try:
+                live = kuberead.read(api, discovery, namespace, refs, max_workers=self.max_workers)
+            except kuberead.ReadError as exc:
+                done.errors.append(f"wave {number}: health not readable: {exc}")
+                return False
+            health = summarize((ref, assess(live.get(ref))) for ref in refs)
+            if health.healthy:
+                done.notes.append(f"wave {number}: {health.message}")
+                return True
+            if time.monotonic() >= deadline:
+                done.errors.append(
+                    f"wave {number} not healthy within {self.wave_timeout:g}s:\n{health.message}"
+                )
+                return False
+            time.sleep(WAVE_POLL_SECONDS)
 
     def _locate(
         self,
@@ -360,6 +403,10 @@ class KubernetesApplyer(Applyer):
             remembered=self.remembered,
             max_workers=self.max_workers,
         )
+
+    def read(self, refs: Sequence[ObjectRef]) -> dict[ObjectRef, dict[str, Any] | None]:
+        api, discovery, namespace = self._connect()
+        return kuberead.read(api, discovery, namespace, refs, max_workers=self.max_workers)
 
 
 def _defined_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:

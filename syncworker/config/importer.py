@@ -224,6 +224,8 @@ def _plan_services(
             "include": list(spec.include),
             "exclude": list(spec.exclude),
             "create_namespace": spec.create_namespace,
+            "wait": spec.wait,
+            "health_timeout": spec.health_timeout,
             "enabled": True,
             "managed_by_config": True,
         }

@@ -81,7 +81,10 @@ _SERVICE_KEYS = (
     "include",
     "exclude",
     "create_namespace",
+    "wait",
+    "health_timeout",
 )
+DEFAULT_HEALTH_TIMEOUT = 300
 
 
 class ConfigError(Exception):
@@ -123,6 +126,8 @@ class ServiceSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     create_namespace: bool = True
+    wait: bool = True
+    health_timeout: int = DEFAULT_HEALTH_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -424,6 +429,10 @@ def _services(
         include = _list_rule(r, "include", rules.include_patterns) or ()
         exclude = _list_rule(r, "exclude", rules.exclude_patterns) or ()
         create_namespace = r.boolean("create_namespace", True)
+        wait = r.boolean("wait", True)
+        health_timeout = r.integer("health_timeout")
+        if health_timeout is not None and health_timeout < 1:
+            r.error("health_timeout", f"must be at least 1 second, got {health_timeout}")
         repo_key = _service_repository(r, repos, declared, poll_interval)
         if len(r.errors) > before or name is None or k8s_yaml_dir is None or repo_key is None:
             continue
@@ -439,6 +448,8 @@ def _services(
                 include=include,
                 exclude=exclude,
                 create_namespace=create_namespace,
+                wait=wait,
+                health_timeout=health_timeout or DEFAULT_HEALTH_TIMEOUT,
             )
         )
     return specs

@@ -1,7 +1,7 @@
 """The chain of stages, read in one place:
 
-    poll ──▶ fetch ──▶ apply ──▶ notify
-    polling  fetching  deploying  notify      (modules of this package)
+    poll ──▶ fetch ──▶ apply ──▶ check_health (again until done) ──▶ notify
+    polling  fetching  deploying  waiting                           notify
 
 Each stage is a plain function over ids: it re-reads its rows, guards on their state,
 does its work and commits. What comes next is decided here and handed off by task name
@@ -12,7 +12,7 @@ retry policy, and is the only module that knows Celery's task objects.
 
 from __future__ import annotations
 
-from syncworker.pipeline import deploying, fetching, handoff, notify, polling
+from syncworker.pipeline import deploying, fetching, handoff, notify, polling, waiting
 
 
 def poll(
@@ -38,6 +38,14 @@ def fetch(deployment_id: int) -> fetching.FetchResult:
 def apply(deployment_id: int) -> deploying.ApplyResult:
     """Apply in order, once, then prune and record; the final state notifies."""
     return deploying.apply_deployment(deployment_id)
+
+
+def check_health(deployment_id: int) -> waiting.HealthResult:
+    """Are the applied objects healthy yet? Ends the deployment, or checks again later."""
+    result = waiting.check_health(deployment_id)
+    if result.again_in is not None:
+        handoff.check_health(deployment_id, countdown=result.again_in)
+    return result
 
 
 def send_notifications(deployment_id: int) -> int:

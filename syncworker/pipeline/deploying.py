@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -24,8 +25,9 @@ from syncworker.applyers import applyer_for
 from syncworker.applyers.base import Applyer, ApplyReport, TransientApplyError
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
-from syncworker.pipeline import inventory, lifecycle
+from syncworker.pipeline import handoff, inventory, lifecycle
 from syncworker.pipeline.redisconn import redis_client
+from syncworker.pipeline.status import record_service_status
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -108,7 +110,10 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
     if deployment is None or deployment.is_final:
         result.skipped = "finished while waiting for the cluster lock"
         return result
-    if _overtaken(deployment):
+    if deployment.health_deadline is not None:
+        result.skipped = "applied, waiting for health"
+        return result
+    if overtaken(deployment):
         lifecycle.supersede(deployment.pk)
         result.status = Status.SUPERSEDED
         return result
@@ -138,7 +143,7 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
     reason = Reason.APPLY
     report: ApplyReport | None = None
     try:
-        applyer = _applyer(cluster)
+        applyer = applyer_of(cluster)
         report = applyer.apply_bundle(deployment.bundle)
         ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
@@ -172,7 +177,7 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
                 last_applied_tree=deployment.tree_sha,
                 last_applied_at=finished_at,
             )
-            lifecycle.succeed(deployment.pk, output=output, pruned=pruned)
+            _applied(deployment, applyer, output=output, pruned=pruned)
         else:
             # Whatever reached the cluster is in the inventory, whatever the outcome.
             arrived = set(report.applied) - never if report is not None else set()
@@ -180,8 +185,28 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
             lifecycle.fail(
                 deployment.pk, reason, _first_lines(output), output=output, pruned=pruned
             )
+            record_service_status(service.pk, sync_status=Service.SyncStatus.FAILED)
     result.status = Status.SUCCEEDED if ok else Status.FAILED
     return result
+
+
+def _applied(
+    deployment: Deployment, applyer: Applyer, *, output: str, pruned: list[ObjectRef]
+) -> None:
+    """Everything reached the cluster: succeed now, or wait for health off this queue."""
+    service = deployment.service
+    record_service_status(service.pk, sync_status=Service.SyncStatus.SYNCED)
+    if not (service.wait and applyer.can_read):
+        if not applyer.can_read:
+            record_service_status(
+                service.pk, health=Service.Health.UNKNOWN, message="applyer cannot read objects"
+            )
+        lifecycle.succeed(deployment.pk, output=output, pruned=pruned)
+        return
+    deadline = timezone.now() + timedelta(seconds=service.health_timeout)
+    record_service_status(service.pk, health=Service.Health.PROGRESSING, message="")
+    lifecycle.await_health(deployment.pk, deadline=deadline, output=output, pruned=pruned)
+    handoff.check_health(deployment.pk)
 
 
 def _owned_elsewhere(deployment: Deployment, cluster: Cluster) -> str:
@@ -194,7 +219,7 @@ def _owned_elsewhere(deployment: Deployment, cluster: Cluster) -> str:
     )
 
 
-def _overtaken(deployment: Deployment) -> bool:
+def overtaken(deployment: Deployment) -> bool:
     """A newer deployment of the service exists that has not failed or been superseded."""
     return (
         Deployment.objects.filter(service_id=deployment.service_id, pk__gt=deployment.pk)
@@ -225,7 +250,7 @@ _applyers: dict[int, tuple[object, Applyer]] = {}
 _applyers_lock = threading.Lock()
 
 
-def _applyer(cluster: Cluster) -> Applyer:
+def applyer_of(cluster: Cluster) -> Applyer:
     with _applyers_lock:
         cached = _applyers.get(cluster.pk)
         if cached and cached[0] == cluster.updated_at:

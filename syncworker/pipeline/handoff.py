@@ -24,15 +24,18 @@ POLL = "syncworker.poll_repository"
 FETCH = "syncworker.fetch_service"
 APPLY = "syncworker.apply_deployment"
 NOTIFY = "syncworker.notify_deployment"
+CHECK_HEALTH = "syncworker.check_health"
 
 
 class QueueUnavailable(RuntimeError):
     """The broker (Redis) could not take the message: nothing was queued."""
 
 
-def _publish(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _publish(
+    task: str, args: tuple[Any, ...], kwargs: dict[str, Any], countdown: float | None
+) -> None:
     try:
-        app.send_task(task, args=args, kwargs=kwargs, ignore_result=True)
+        app.send_task(task, args=args, kwargs=kwargs, countdown=countdown, ignore_result=True)
     except OperationalError as exc:
         # kombu's message names the broker's address; the URL (and its password) stays out.
         raise QueueUnavailable(
@@ -40,8 +43,8 @@ def _publish(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ) from None
 
 
-def _send(task: str, *args: Any, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: _publish(task, args, kwargs))
+def _send(task: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
+    transaction.on_commit(lambda: _publish(task, args, kwargs, countdown))
 
 
 def poll(
@@ -65,3 +68,7 @@ def apply(deployment_id: int) -> None:
 
 def notify(deployment_id: int) -> None:
     _send(NOTIFY, deployment_id)
+
+
+def check_health(deployment_id: int, *, countdown: float | None = None) -> None:
+    _send(CHECK_HEALTH, deployment_id, countdown=countdown)

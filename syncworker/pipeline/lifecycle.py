@@ -1,7 +1,12 @@
 """The Deployment's lifecycle, in one place:
 
     queued ──▶ applying ──▶ succeeded | failed | superseded
+       │          └─▶ applying, waiting for health ──▶ succeeded | failed | superseded
        └───────────────────▶ failed | superseded   (before touching a cluster)
+
+Waiting for health keeps the status ``applying`` (to API readers the deployment is still
+in flight) and sets ``health_deadline``: the apply queue and the recovery sweep leave it
+alone, and the ``health`` queue decides its end.
 
 Every transition is a conditional update on the row's current state, so two workers
 (a redelivered task, the sweep, a second apply worker) can never both make it; each
@@ -82,6 +87,20 @@ def back_to_queue(deployment_id: int, error: str) -> bool:
     )
 
 
+def await_health(
+    deployment_id: int, *, deadline: Any, output: str = "", pruned: Sequence[ObjectRef] = ()
+) -> bool:
+    """applying -> applying, waiting for its objects to be healthy until ``deadline``."""
+    fields: dict[str, Any] = {"health_deadline": deadline, "output": output[-MAX_OUTPUT:]}
+    if pruned:
+        fields["pruned_objects"] = refs_to_json(pruned)
+    return bool(
+        Deployment.objects.filter(
+            pk=deployment_id, status=Status.APPLYING, health_deadline=None
+        ).update(**fields)
+    )
+
+
 def succeed(
     deployment_id: int, *, output: str = "", pruned: Sequence[ObjectRef] = (), **fields: Any
 ) -> bool:
@@ -122,7 +141,7 @@ def fail(
 
 def supersede(deployment_id: int) -> bool:
     """queued or applying -> superseded: a newer deployment of the service overtook it
-    before it touched the cluster."""
+    before it touched the cluster, or while it waited for health."""
     return _finish(deployment_id, Status.SUPERSEDED, Reason.SUPERSEDED, from_states=ACTIVE)
 
 

@@ -40,6 +40,8 @@ def payload(deployment: Deployment) -> dict[str, Any]:
         "commit": deployment.commit_sha,
         "objects": deployment.object_count,
         "error": deployment.error,
+        "health": service.health,
+        "sync_status": service.sync_status,
     }
 
 

@@ -11,6 +11,8 @@ whenever a deployment *may* have lost its message:
   lease has expired, not after the visibility timeout;
 - the broker lost its data (our epoch marker in Redis is gone): every deployment that is
   not final gets its next task again;
+- ``applying`` and waiting for health more than a minute past its deadline: its check
+  was lost (a live wait ends at the deadline), so the check is sent again;
 - per cluster with a free lease, the oldest rendered deployment waiting longer than
   ``STALLED_SECONDS``, and any deployment waiting for its fetch longer than the task time
   limit: a message stuck with a dead worker or dropped on the way.
@@ -38,6 +40,7 @@ Status = Deployment.Status
 STALLED_SECONDS = 60
 EPOCH_KEY = "gitops:broker-epoch"
 MAX_FETCHES_PER_SWEEP = 200
+HEALTH_GRACE_SECONDS = 60
 
 
 def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
@@ -74,8 +77,15 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
         .annotate(first=Min("pk"))
         .values_list("first", flat=True)
     )
+    # A health wait holds no lease; its check is lost only if overdue past the deadline.
+    health_lost = Q(
+        status=Status.APPLYING,
+        health_deadline__lt=now - timedelta(seconds=HEALTH_GRACE_SECONDS),
+    )
     lost = Deployment.objects.filter(
-        Q(status=Status.APPLYING, cluster_id__in=free) | Q(pk__in=list(oldest_waiting))
+        Q(status=Status.APPLYING, cluster_id__in=free, health_deadline=None)
+        | Q(pk__in=list(oldest_waiting))
+        | health_lost
     )
     unrendered = Deployment.objects.filter(
         status=Status.QUEUED, bundle_digest="", queued_at__lt=now - fetch_grace
@@ -87,10 +97,12 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
 
 def _resend(deployments: QuerySet[Deployment]) -> list[int]:
     requeued = []
-    rows = deployments.values_list("pk", "status", "bundle_digest").order_by("pk")
-    for pk, status, digest in rows:
+    rows = deployments.values_list("pk", "status", "bundle_digest", "health_deadline")
+    for pk, status, digest, health_deadline in rows.order_by("pk"):
         if status == Status.QUEUED and not digest:
             handoff.fetch(pk)
+        elif health_deadline is not None:
+            handoff.check_health(pk)
         else:
             handoff.apply(pk)
         requeued.append(pk)

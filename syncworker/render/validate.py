@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from syncworker.kube import kinds
+from syncworker.kube import kinds, waves
 from syncworker.kube.names import DNS_SUBDOMAIN, is_dns_label, is_dns_subdomain
 from syncworker.render.base import Document, RenderOptions, field_path
 
@@ -118,6 +118,10 @@ def _check_object(obj: Any, scopes: dict[tuple[str, str], str]) -> list[str]:
     problems.extend(_check_metadata(obj.get("metadata")))
     if problems:
         return problems
+    try:
+        waves.wave_of(obj)
+    except ValueError as exc:
+        problems.append(str(exc))
     meta = obj["metadata"]
     if meta.get("namespace") and not kinds.is_namespaced(obj["apiVersion"], obj["kind"], scopes):
         problems.append(f"metadata.namespace: must not be set, {kind} is cluster-scoped")

@@ -1,0 +1,39 @@
+"""A service's current health and sync status: written here only.
+
+The health wait after an apply and the drift check both record through
+``record_service_status``, so the two never disagree on how the fields are written.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from syncworker.models import Service
+
+
+def record_service_status(
+    service_id: int,
+    *,
+    health: str | None = None,
+    message: str | None = None,
+    sync_status: str | None = None,
+) -> bool:
+    """Set what is given (``None`` leaves a field as it is); answers whether a value
+    changed, so a caller can notify once per change of state."""
+    fields: dict[str, str] = {}
+    if health is not None:
+        fields["health"] = Service.Health(health).value
+    if message is not None:
+        fields["health_message"] = message[:10_000]
+    if sync_status is not None:
+        fields["sync_status"] = Service.SyncStatus(sync_status).value
+    if not fields:
+        return False
+    current = Service.objects.filter(pk=service_id).values(*fields).first()
+    if current is None:
+        return False
+    changed = any(current[k] != v for k, v in fields.items() if k != "health_message")
+    if changed:
+        fields["status_changed_at"] = timezone.now()  # type: ignore[assignment]
+    Service.objects.filter(pk=service_id).update(**fields)
+    return changed
