@@ -138,7 +138,7 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
     reason = Reason.APPLY
     report: ApplyReport | None = None
     try:
-        applyer = _applyer(cluster)
+        applyer = cluster_applyer(cluster)
         report = applyer.apply_bundle(deployment.bundle)
         ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
@@ -225,7 +225,7 @@ _applyers: dict[int, tuple[object, Applyer]] = {}
 _applyers_lock = threading.Lock()
 
 
-def _applyer(cluster: Cluster) -> Applyer:
+def cluster_applyer(cluster: Cluster) -> Applyer:
     with _applyers_lock:
         cached = _applyers.get(cluster.pk)
         if cached and cached[0] == cluster.updated_at:
