@@ -162,6 +162,7 @@ CELERY_TASK_ROUTES = {
     "syncworker.fetch_service": {"queue": "fetch"},
     "syncworker.apply_deployment": {"queue": "apply"},
     "syncworker.notify_deployment": {"queue": "default"},
+    "syncworker.check_drift": {"queue": "drift"},
 }
 # How long before Redis hands an unacknowledged task (its worker died) to another worker.
 # Shorter than a task is safe here: tasks guard on the row's state and the cluster lock.

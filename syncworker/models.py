@@ -222,6 +222,39 @@ class Service(models.Model):
     )
     enabled = models.BooleanField(default=True)
     managed_by_config = models.BooleanField(default=False, editable=False)
+    drift_interval = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(10)],
+        help_text="Seconds between drift checks (jittered); at least 10.",
+    )
+    self_heal = models.BooleanField(
+        default=False,
+        help_text="Re-apply the last successful deployment when the cluster drifts from it.",
+    )
+
+    class Health(models.TextChoices):
+        HEALTHY = "healthy"
+        PROGRESSING = "progressing"
+        DEGRADED = "degraded"
+        MISSING = "missing"
+        UNKNOWN = "unknown"
+
+    class SyncStatus(models.TextChoices):
+        SYNCED = "synced"
+        OUT_OF_SYNC = "out-of-sync"
+        FAILED = "failed"
+        UNKNOWN = "unknown"
+
+    health = models.CharField(
+        max_length=12, choices=Health.choices, default=Health.UNKNOWN, editable=False
+    )
+    sync_status = models.CharField(
+        max_length=12, choices=SyncStatus.choices, default=SyncStatus.UNKNOWN, editable=False
+    )
+    #: The drifted objects of the last drift check: kind, namespace, name, action, fields.
+    drift = models.JSONField(default=list, blank=True, editable=False)
+    drift_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_self_heal_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     last_applied_commit = models.CharField(max_length=64, blank=True, editable=False)
     last_applied_tree = models.CharField(max_length=64, blank=True, editable=False)
@@ -255,6 +288,7 @@ class Deployment(models.Model):
         WEBHOOK = "webhook"
         MANUAL = "manual"
         ROLLBACK = "rollback"
+        SELF_HEAL = "self-heal"
 
     class Reason(models.TextChoices):
         """Why a deployment ended as it did, for dashboards, metrics and notifications;

@@ -21,11 +21,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from syncworker.models import Deployment, Repository
+from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import metrics as counters
 from syncworker.pipeline.redisconn import redis_client
 
-QUEUES = ("poll", "fetch", "apply", "default")
+QUEUES = ("poll", "fetch", "apply", "drift", "default")
 
 
 def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
@@ -58,6 +58,21 @@ class GitopsCollector(Collector):
         for key, value in Repository.objects.values_list("key", "consecutive_failures"):
             failures.add_metric([key], value)
         yield failures
+        out_of_sync = GaugeMetricFamily(
+            "gitops_service_out_of_sync",
+            "1 when the last drift check found drift",
+            labels=["service"],
+        )
+        drifted = GaugeMetricFamily(
+            "gitops_service_drifted_objects",
+            "Objects drifted at the last check",
+            labels=["service"],
+        )
+        for name, state, drift in Service.objects.values_list("name", "sync_status", "drift"):
+            out_of_sync.add_metric([name], 1 if state == Service.SyncStatus.OUT_OF_SYNC else 0)
+            drifted.add_metric([name], len(drift) if isinstance(drift, list) else 0)
+        yield out_of_sync
+        yield drifted
 
     def _from_redis(self) -> Iterator[Metric]:
         client = redis_client()

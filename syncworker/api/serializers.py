@@ -99,8 +99,22 @@ class ServiceSerializer(ModelRulesMixin):
             "managed_by_config",
             "last_applied_commit",
             "last_applied_at",
+            "drift_interval",
+            "self_heal",
+            "health",
+            "sync_status",
+            "drift",
+            "drift_checked_at",
         ]
-        read_only_fields = ["managed_by_config", "last_applied_commit", "last_applied_at"]
+        read_only_fields = [
+            "managed_by_config",
+            "last_applied_commit",
+            "last_applied_at",
+            "health",
+            "sync_status",
+            "drift",
+            "drift_checked_at",
+        ]
 
 
 class ClusterSerializer(ModelRulesMixin):

@@ -224,6 +224,8 @@ def _plan_services(
             "include": list(spec.include),
             "exclude": list(spec.exclude),
             "create_namespace": spec.create_namespace,
+            "drift_interval": spec.drift_interval,
+            "self_heal": spec.self_heal,
             "enabled": True,
             "managed_by_config": True,
         }

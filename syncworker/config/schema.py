@@ -81,7 +81,11 @@ _SERVICE_KEYS = (
     "include",
     "exclude",
     "create_namespace",
+    "drift_interval",
+    "self_heal",
 )
+DEFAULT_DRIFT_INTERVAL = 300
+MIN_DRIFT_INTERVAL = 10
 
 
 class ConfigError(Exception):
@@ -123,6 +127,8 @@ class ServiceSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     create_namespace: bool = True
+    drift_interval: int = DEFAULT_DRIFT_INTERVAL
+    self_heal: bool = False
 
 
 @dataclass(frozen=True)
@@ -424,6 +430,15 @@ def _services(
         include = _list_rule(r, "include", rules.include_patterns) or ()
         exclude = _list_rule(r, "exclude", rules.exclude_patterns) or ()
         create_namespace = r.boolean("create_namespace", True)
+        drift_interval = r.integer("drift_interval")
+        if drift_interval is None:
+            drift_interval = DEFAULT_DRIFT_INTERVAL
+        elif not MIN_DRIFT_INTERVAL <= drift_interval <= 2**31 - 1:
+            r.error(
+                "drift_interval",
+                f"must be at least {MIN_DRIFT_INTERVAL} seconds, got {drift_interval}",
+            )
+        self_heal = r.boolean("self_heal", False)
         repo_key = _service_repository(r, repos, declared, poll_interval)
         if len(r.errors) > before or name is None or k8s_yaml_dir is None or repo_key is None:
             continue
@@ -439,6 +454,8 @@ def _services(
                 include=include,
                 exclude=exclude,
                 create_namespace=create_namespace,
+                drift_interval=drift_interval,
+                self_heal=self_heal,
             )
         )
     return specs

@@ -150,8 +150,13 @@ def diff_bundle(
     return objects
 
 
+def cluster_of(service: Service) -> Cluster | None:
+    """The cluster a sync of the service goes to: its own, else the default."""
+    return service.cluster or Cluster.objects.filter(is_default=True).first()
+
+
 def _cluster(service: Service) -> Cluster:
-    cluster = service.cluster or Cluster.objects.filter(is_default=True).first()
+    cluster = cluster_of(service)
     if cluster is None:
         raise DiffFailed(f"{service.name} has no cluster and there is no default cluster")
     return cluster

@@ -17,6 +17,7 @@ POLL = "syncworker.poll_repository"
 FETCH = "syncworker.fetch_service"
 APPLY = "syncworker.apply_deployment"
 NOTIFY = "syncworker.notify_deployment"
+DRIFT = "syncworker.check_drift"
 
 
 def _send(task: str, *args: Any, **kwargs: Any) -> None:
