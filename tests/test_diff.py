@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from syncworker.applyers import kubediff
 from syncworker.applyers.kubediff import (
     CHANGED,
     CHANGED_MASK,
@@ -85,6 +86,10 @@ def test_changed_paths_name_each_differing_leaf() -> None:
     before = {"a": {"b": 1, "c": [1]}, "d": 1}
     after = {"a": {"b": 2, "c": [1]}, "e": None}
     assert changed_paths(before, after) == ["a.b", "d", "e"]
+
+
+def test_diffs_mask_secrets_as_every_other_view_does() -> None:
+    assert kubediff.MASK == MASK
 
 
 def test_a_changed_secret_shows_masked_values_and_says_which_changed() -> None:

@@ -30,9 +30,11 @@ from syncworker.applyers.kubeobjects import Job, Locator, run_all
 from syncworker.kube.kinds import crd_scopes
 from syncworker.kube.labels import COMMIT_ANNOTATION
 from syncworker.kube.refs import ObjectRef
-from syncworker.render.secrets import MASK
 
 CREATED, CHANGED, UNCHANGED, PRUNED = "created", "changed", "unchanged", "pruned"
+# syncworker.render.secrets.MASK (applyers do not import render; tests/test_diff.py
+# checks that the two agree).
+MASK = "(hidden)"
 CHANGED_MASK = f"{MASK[:-1]}, changed)"
 # Written by the server on every write, or not ours to compare.
 _METADATA_DROPPED = (
