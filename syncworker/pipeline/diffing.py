@@ -119,6 +119,17 @@ def diff_last_deployment(service: Service) -> ServiceDiff:
     return result
 
 
+def diff_deployment(deployment: Deployment) -> ServiceDiff:
+    """What re-applying ``deployment``'s bundle (a rollback) would change now."""
+    service = deployment.service
+    cluster = deployment.cluster or _cluster(service)
+    result = ServiceDiff(
+        service.name, cluster.name, f"deployment {deployment.pk}", deployment.commit_sha
+    )
+    result.objects = diff_bundle(service, cluster, deployment.bundle)
+    return result
+
+
 def last_success(service: Service, cluster: Cluster) -> Deployment | None:
     return (
         Deployment.objects.filter(
