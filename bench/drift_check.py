@@ -5,8 +5,9 @@ mix) in one namespace of a real kube-apiserver, applied once. The drift check of
 service is the diff of its last bundle against the cluster (``KubernetesApplyer.diff``,
 what ``check_drift`` runs): one shared applyer, as a worker process keeps one per
 cluster. Every request it sends is counted. Then every tenth service is drifted by hand
-(a ConfigMap edited) and the checks run again: drift costs no extra request. Target: a
-bounded number of requests per service, two per object (a GET and a dry-run apply) plus
+(a value of its ConfigMap edited; a key added by hand would be another manager's field,
+no drift) and the checks run again: drift costs no extra request. Target: a bounded
+number of requests per service, two per object (a GET and a dry-run apply) plus
 discovery shared by all.
 """
 
@@ -66,7 +67,7 @@ def run(ctx: Context) -> dict[str, Any]:
         for i in range(0, services, 10):
             response = kube.session.patch(
                 f"{env.server}/api/v1/namespaces/{NAMESPACE}/configmaps/s{i:04d}-0000",
-                json={"data": {"drifted": "by-hand"}},
+                json={"data": {"LOG_LEVEL": "debug"}},  # a field we own
                 headers={"Content-Type": "application/merge-patch+json"},
                 timeout=30,
                 verify=kube.verify,
