@@ -13,12 +13,10 @@ discovery shared by all.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-from bench.common import Context, Kube, median, mixed_objects, record_kube_versions, say, to_yaml
-from tests.support.kubeenv import KubeTestEnv
+from bench.common import Context, median, mixed_objects, say, start_kube, to_yaml
 
 OBJECTS_PER_SERVICE = 3
 NAMESPACE = "drift-bench"
@@ -30,12 +28,8 @@ def run(ctx: Context) -> dict[str, Any]:
 
     services = ctx.count(1000, 100)
     bundles = [to_yaml(_objects(i)) for i in range(services)]
-    with contextlib.ExitStack() as stack:
-        env = KubeTestEnv().start()
-        stack.callback(env.stop)
-        record_kube_versions(ctx, env)
-        kube = Kube(env)
-        stack.callback(kube.close)
+    with ctx.stack() as stack:
+        env, kube = start_kube(ctx, stack)
         kube.create_namespace(NAMESPACE)
         applyer = KubernetesApplyer(kubeconfig=str(env.kubeconfig), namespace=NAMESPACE)
         stack.callback(applyer.close)
