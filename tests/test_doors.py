@@ -167,7 +167,13 @@ def test_a_good_service_is_stored_in_canonical_form_by_every_door(
 ) -> None:
     admin_client.post(
         "/admin/syncworker/service/add/",
-        {"name": "a", "repository": repo.pk, "k8s_yaml_dir": "./deploy//a/", "enabled": "on"},
+        {
+            "name": "a",
+            "repository": repo.pk,
+            "k8s_yaml_dir": "./deploy//a/",
+            "enabled": "on",
+            "drift_interval": 300,  # the add form fills in the default
+        },
     )
     staff_api.post(
         "/api/services/",
