@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("syncworker", "0003_tenancy"),
+        ("syncworker", "0004_render_options"),
     ]
 
     operations = [
