@@ -244,6 +244,22 @@ class ServiceAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Drift and diff",
+            {
+                "fields": (
+                    "drift_interval",
+                    "self_heal",
+                    "health",
+                    "sync_status",
+                    "drift_display",
+                    "drift_checked_at",
+                    "last_self_heal_at",
+                    "pending_diff",
+                    "roll_back_to",
+                )
+            },
+        ),
     )
     list_display = (
         "name",
