@@ -168,6 +168,7 @@ CELERY_TASK_ROUTES = {
     "syncworker.apply_deployment": {"queue": "apply"},
     "syncworker.notify_deployment": {"queue": "default"},
     "syncworker.check_health": {"queue": "health"},
+    "syncworker.check_drift": {"queue": "drift"},
 }
 # How long before Redis hands an unacknowledged task (its worker died) to another worker.
 # Shorter than a task is safe here: tasks guard on the row's state and the cluster lock.

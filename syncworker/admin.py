@@ -14,11 +14,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from syncworker.artifacts.admin import ReleaseArtifactAdmin
 from syncworker.kube.secrets import mask_secret_values
@@ -32,6 +35,7 @@ from syncworker.models import (
     Service,
 )
 from syncworker.pipeline import actions as pipeline_actions
+from syncworker.pipeline import diffing
 
 SECRET_FIELDS = ("token", "webhook_secret")
 # Django 6 changes the default scheme of URL form fields; say which one we mean.
@@ -296,6 +300,22 @@ class ServiceAdmin(GuardedAdmin):
                 )
             },
         ),
+        (
+            "Drift and diff",
+            {
+                "fields": (
+                    "drift_interval",
+                    "self_heal",
+                    "health",
+                    "sync_status",
+                    "drift_display",
+                    "drift_checked_at",
+                    "last_self_heal_at",
+                    "pending_diff",
+                    "roll_back_to",
+                )
+            },
+        ),
     )
     list_display = (
         "name",
@@ -330,9 +350,86 @@ class ServiceAdmin(GuardedAdmin):
         "last_applied_commit",
         "last_applied_tree",
         "last_applied_at",
+        "health",
+        "sync_status",
+        "drift_display",
+        "drift_checked_at",
+        "last_self_heal_at",
+        "pending_diff",
+        "roll_back_to",
     )
 
     actions = ["redeploy"]
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.rollback_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_rollback"
+        urls = [path("<int:service_id>/rollback/<int:deployment_id>/", view, name=name)]
+        return [*urls, *super().get_urls()]
+
+    @admin.display(description="drift (last check)")
+    def drift_display(self, obj: Service) -> str:
+        return format_html_join(
+            "", "<div>{} {}/{} {} {}</div>",
+            ((d.get("kind"), d.get("namespace"), d.get("name"), d.get("state"),
+              ", ".join(d.get("fields") or [])) for d in obj.drift or []),
+        ) or "none"  # fmt: skip
+
+    @admin.display(description="what a sync at the branch head would change")
+    def pending_diff(self, obj: Service) -> str:
+        if obj.pk is None:
+            return ""
+        try:
+            text = diffing.diff_service(obj).text()
+        except diffing.DiffFailed as exc:
+            text = f"no diff: {exc}"
+        return format_html('<pre class="gitops-diff">{}</pre>', text)
+
+    @admin.display(description="roll back to")
+    def roll_back_to(self, obj: Service) -> str:
+        if obj.pk is None:
+            return ""
+        done = obj.deployments.filter(status=Deployment.Status.SUCCEEDED).order_by("-pk")[:10]
+        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_rollback"
+        return format_html_join(
+            "", '<div><a href="{}">deployment {} at {}</a></div>',
+            ((reverse(name, args=[obj.pk, d.pk]), d.pk, d.commit_sha[:12]) for d in done),
+        ) or "no successful deployment"  # fmt: skip
+
+    def rollback_view(
+        self, request: HttpRequest, service_id: int, deployment_id: int
+    ) -> HttpResponse:
+        """Show what rolling back would change; roll back only on a confirming POST."""
+        service = get_object_or_404(Service, pk=service_id)
+        target = get_object_or_404(Deployment, pk=deployment_id, service=service)
+        if not self.has_change_permission(request, service):
+            raise PermissionDenied
+        back = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[service.pk]
+        )
+        if request.method == "POST":
+            try:
+                pipeline_actions.rollback(target)
+            except pipeline_actions.ActionError as exc:
+                self.message_user(request, str(exc), level=messages.WARNING)
+            else:
+                self.message_user(request, "rollback queued", level=messages.SUCCESS)
+            return HttpResponseRedirect(back)
+        try:
+            diff_text, problem = diffing.diff_deployment(target).text(), ""
+        except diffing.DiffFailed as exc:
+            diff_text, problem = "", str(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Roll {service.name} back to deployment {target.pk}?",
+            "opts": self.opts,
+            "service": service,
+            "target": target,
+            "diff": diff_text,
+            "problem": problem,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/syncworker/service/rollback_confirm.html", context)
 
     @admin.action(description="Redeploy at the branch head")
     def redeploy(self, request: HttpRequest, queryset: QuerySet[Service]) -> None:

@@ -232,6 +232,20 @@ class Service(models.Model):
         help_text="Seconds the objects have to become healthy after the apply.",
     )
     managed_by_config = models.BooleanField(default=False, editable=False)
+    drift_interval = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(10)],
+        help_text="Seconds between drift checks (jittered); at least 10.",
+    )
+    self_heal = models.BooleanField(
+        default=False,
+        help_text="Re-apply the last successful deployment when the cluster drifts from it.",
+    )
+
+    #: The drifted objects of the last drift check: kind, namespace, name, action, fields.
+    drift = models.JSONField(default=list, blank=True, editable=False)
+    drift_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_self_heal_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Health(models.TextChoices):
         HEALTHY = "healthy"
@@ -287,6 +301,7 @@ class Deployment(models.Model):
         WEBHOOK = "webhook"
         MANUAL = "manual"
         ROLLBACK = "rollback"
+        SELF_HEAL = "self-heal"
 
     class Reason(models.TextChoices):
         """Why a deployment ended as it did, for dashboards, metrics and notifications;

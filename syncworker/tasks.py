@@ -95,6 +95,18 @@ def notify_deployment(deployment_id: int) -> int:
     return chain.send_notifications(deployment_id)
 
 
+@shared_task(name="syncworker.check_drift", acks_late=True)
+def check_drift(service_id: int) -> dict[str, object]:
+    # No retry: the next scheduled check comes within one drift interval anyway.
+    result = chain.check_drift(service_id)
+    return {
+        "drift": result.drift,
+        "error": result.error,
+        "skipped": result.skipped,
+        "self_heal": result.healed,
+    }
+
+
 @shared_task(name="syncworker.requeue_stuck", acks_late=True)
 def requeue_stuck() -> list[int]:
     return recovery.requeue_stuck()

@@ -122,7 +122,7 @@ def celery_worker_process(worker_database_url: str) -> Iterator[WorkerProcess]:
     so it never consumes what other modules publish (their repositories may name
     api.github.com)."""
     drain_queues()
-    worker = start_worker(worker_database_url, queues="default,poll,fetch,apply,health")
+    worker = start_worker(worker_database_url, queues="default,poll,fetch,apply,health,drift")
     yield worker
     worker.stop()
     drain_queues()

@@ -69,6 +69,16 @@ ERROR_CASES = [
         "services[0].prune: expected true or false, got a string",
     ),
     (
+        "drift-interval-too-short",
+        REPO + "services:\n  - {name: etcd, github: nokube, k8s_yaml_dir: e, drift_interval: 5}\n",
+        "services[0].drift_interval: must be at least 10 seconds, got 5",
+    ),
+    (
+        "self-heal-a-string",
+        REPO + "services:\n  - {name: etcd, github: nokube, k8s_yaml_dir: e, self_heal: 'on'}\n",
+        "services[0].self_heal: expected true or false, got a string",
+    ),
+    (
         "services-not-a-list",
         REPO + "services:\n  etcd: {github: nokube}\n",
         "services: expected a list, got a mapping",

@@ -173,6 +173,7 @@ def test_a_good_service_is_stored_in_canonical_form_by_every_door(
             "k8s_yaml_dir": "./deploy//a/",
             "enabled": "on",
             "health_timeout": 300,
+            "drift_interval": 300,  # the add form fills in the default
         },
     )
     staff_api.post(

@@ -25,7 +25,7 @@ from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import metrics as counters
 from syncworker.pipeline.redisconn import redis_client
 
-QUEUES = ("poll", "fetch", "apply", "health", "default")
+QUEUES = ("poll", "fetch", "apply", "health", "drift", "default")
 
 
 def _floats(raw: dict[bytes, bytes]) -> dict[str, float]:
@@ -68,6 +68,12 @@ class GitopsCollector(Collector):
             for state in choices:
                 family.add_metric([state], per.get(state, 0))
             yield family
+        drifted = GaugeMetricFamily(
+            "gitops_drifted_objects", "Objects found drifted at the services' last drift checks"
+        )
+        drift_lists = Service.objects.exclude(drift=[]).values_list("drift", flat=True)
+        drifted.add_metric([], sum(len(d) for d in drift_lists if isinstance(d, list)))
+        yield drifted
 
     def _from_redis(self) -> Iterator[Metric]:
         client = redis_client()

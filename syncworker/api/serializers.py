@@ -105,6 +105,10 @@ class ServiceSerializer(ModelRulesMixin):
             "health",
             "health_message",
             "sync_status",
+            "drift_interval",
+            "self_heal",
+            "drift",
+            "drift_checked_at",
         ]
         read_only_fields = [
             "managed_by_config",
@@ -113,6 +117,8 @@ class ServiceSerializer(ModelRulesMixin):
             "health",
             "health_message",
             "sync_status",
+            "drift",
+            "drift_checked_at",
         ]
 
 
@@ -179,3 +185,27 @@ class ActionResultSerializer(serializers.Serializer):
 
     def to_representation(self, instance: Any) -> Any:
         return instance
+
+
+class ObjectDiffSerializer(serializers.Serializer):
+    api_version = serializers.CharField()
+    kind = serializers.CharField()
+    namespace = serializers.CharField()
+    name = serializers.CharField()
+    action = serializers.ChoiceField(choices=["created", "changed", "pruned"])
+    changed_fields = serializers.ListField(child=serializers.CharField())
+    diff = serializers.CharField(
+        help_text="Unified diff of the normalised YAML; Secret values masked."
+    )
+
+
+class ServiceDiffSerializer(serializers.Serializer):
+    """What a sync would change (read-only; built by syncworker.pipeline.diffing)."""
+
+    service = serializers.CharField()
+    cluster = serializers.CharField()
+    compared = serializers.CharField(help_text="branch head, commit or last successful deployment")
+    commit = serializers.CharField()
+    changed = serializers.BooleanField()
+    unchanged = serializers.IntegerField(help_text="Objects the sync would leave as they are.")
+    objects = ObjectDiffSerializer(many=True)

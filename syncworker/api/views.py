@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -17,10 +18,11 @@ from syncworker.api.serializers import (
     DeploymentDetailSerializer,
     DeploymentSerializer,
     RepositorySerializer,
+    ServiceDiffSerializer,
     ServiceSerializer,
 )
 from syncworker.models import Cluster, Deployment, Repository, Service
-from syncworker.pipeline import actions
+from syncworker.pipeline import actions, diffing
 
 RETRY_AFTER_SECONDS = 30
 
@@ -72,6 +74,26 @@ class ServiceViewSet(viewsets.ModelViewSet):
         except actions.QueueUnavailable:
             return _queue_unavailable("redeploy")
         return Response({"detail": "redeploy queued"}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("commit", str, description="commit SHA (default: branch head)")
+        ],
+        responses={200: ServiceDiffSerializer},
+    )
+    @action(detail=True, methods=["get"])
+    def diff(self, request: Request, pk: str | None = None) -> Response:
+        """What a sync would change on the cluster, per object (a server-side dry run).
+        503 when the cluster cannot be reached, 422 when the commit cannot be rendered."""
+        commit = request.query_params.get("commit", "").strip().lower() or None
+        if commit is not None and not diffing.is_commit_sha(commit):
+            raise ValidationError({"commit": "a commit SHA: 7 to 64 hexadecimal digits"})
+        try:
+            result = diffing.diff_service(self.get_object(), commit)
+        except diffing.DiffFailed as exc:
+            code = status.HTTP_503_SERVICE_UNAVAILABLE if exc.unreachable else 422
+            return Response({"detail": str(exc)}, status=code)
+        return Response(ServiceDiffSerializer(result.as_json()).data)
 
 
 class ClusterViewSet(viewsets.ModelViewSet):

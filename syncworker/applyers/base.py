@@ -96,6 +96,11 @@ class Applyer(ABC):
             return ApplyReport(ok, output)
         return ApplyReport.of_all(ok, output, objects)
 
+    def diff(self, yaml_content: str) -> list[Any]:
+        """What applying ``yaml_content`` would change, per object (``kubediff.ObjectDiff``);
+        only an applyer that can dry-run on the server can tell."""
+        raise NotImplementedError(f"the {type(self).__name__} cannot compute a diff")
+
     def prune(self, refs: Sequence[ObjectRef], *, service: str) -> PruneResult:
         """Delete these objects if they still carry our labels for ``service``."""
         return PruneResult(ok=True, output="prune not supported by this applyer")

@@ -48,6 +48,7 @@ from syncworker.applyers.kubeapi import (
     Response,
     load_configuration,
 )
+from syncworker.applyers.kubediff import DiffError, ObjectDiff, diff_manifests
 from syncworker.applyers.kubeobjects import Job, Locator, Progress, collection_name, run_all
 from syncworker.applyers.kubeprune import prune
 from syncworker.applyers.kubesend import Checked
@@ -386,6 +387,18 @@ class KubernetesApplyer(Applyer):
         version, uid = meta.get("resourceVersion"), meta.get("uid")
         if isinstance(version, str) and version and isinstance(uid, str) and uid:
             self.remembered.remember(job.key, Applied(job.manifest.digest, version, uid))
+
+    def diff(self, yaml_content: str) -> list[ObjectDiff]:
+        """What applying ``yaml_content`` would change, per object, changing nothing.
+        DiffError for a bundle the server rejects; TransientApplyError or KubeConfigError
+        when the cluster cannot be asked."""
+        try:
+            objects = self.parsed.manifests(yaml_content)
+        except ValueError as exc:
+            raise DiffError(f"invalid bundle: {exc}") from exc
+        api, discovery, namespace = self._connect()
+        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="kube-diff") as pool:
+            return diff_manifests(pool, api, discovery, namespace, objects)
 
     def prune(self, refs: Sequence[ObjectRef], *, service: str) -> PruneResult:
         if not refs:

@@ -50,7 +50,7 @@ def dry_run(api: KubeApi, job: Job) -> Checked:
     return Checked(
         False,
         f"{target.ref}: {response.message()}",
-        missing_namespace=_missing_namespace(response, target.ref.namespace),
+        missing_namespace=missing_namespace(response, target.ref.namespace),
     )
 
 
@@ -95,7 +95,7 @@ def _status_body(response: Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _missing_namespace(response: Response, namespace: str) -> str:
+def missing_namespace(response: Response, namespace: str) -> str:
     """``namespace`` when the answer is NotFound about it, else ""."""
     if response.status != 404 or not namespace:
         return ""

@@ -226,6 +226,8 @@ def _plan_services(
             "create_namespace": spec.create_namespace,
             "wait": spec.wait,
             "health_timeout": spec.health_timeout,
+            "drift_interval": spec.drift_interval,
+            "self_heal": spec.self_heal,
             "enabled": True,
             "managed_by_config": True,
         }

@@ -83,8 +83,12 @@ _SERVICE_KEYS = (
     "create_namespace",
     "wait",
     "health_timeout",
+    "drift_interval",
+    "self_heal",
 )
 DEFAULT_HEALTH_TIMEOUT = 300
+DEFAULT_DRIFT_INTERVAL = 300
+MIN_DRIFT_INTERVAL = 10
 
 
 class ConfigError(Exception):
@@ -128,6 +132,8 @@ class ServiceSpec:
     create_namespace: bool = True
     wait: bool = True
     health_timeout: int = DEFAULT_HEALTH_TIMEOUT
+    drift_interval: int = DEFAULT_DRIFT_INTERVAL
+    self_heal: bool = False
 
 
 @dataclass(frozen=True)
@@ -433,6 +439,15 @@ def _services(
         health_timeout = r.integer("health_timeout")
         if health_timeout is not None and health_timeout < 1:
             r.error("health_timeout", f"must be at least 1 second, got {health_timeout}")
+        drift_interval = r.integer("drift_interval")
+        if drift_interval is None:
+            drift_interval = DEFAULT_DRIFT_INTERVAL
+        elif not MIN_DRIFT_INTERVAL <= drift_interval <= 2**31 - 1:
+            r.error(
+                "drift_interval",
+                f"must be at least {MIN_DRIFT_INTERVAL} seconds, got {drift_interval}",
+            )
+        self_heal = r.boolean("self_heal", False)
         repo_key = _service_repository(r, repos, declared, poll_interval)
         if len(r.errors) > before or name is None or k8s_yaml_dir is None or repo_key is None:
             continue
@@ -450,6 +465,8 @@ def _services(
                 create_namespace=create_namespace,
                 wait=wait,
                 health_timeout=health_timeout or DEFAULT_HEALTH_TIMEOUT,
+                drift_interval=drift_interval,
+                self_heal=self_heal,
             )
         )
     return specs

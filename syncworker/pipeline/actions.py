@@ -43,7 +43,7 @@ def redeploy(service: Service) -> None:
     )
 
 
-def rollback(target: Deployment) -> Deployment:
+def rollback(target: Deployment, *, trigger: str = Deployment.Trigger.ROLLBACK) -> Deployment:
     """Re-apply exactly the bundle of an earlier successful deployment. The next change in
     Git deploys again as usual: rolling back does not pause the service."""
     if target.status != Deployment.Status.SUCCEEDED or not target.bundle_digest:
@@ -53,7 +53,7 @@ def rollback(target: Deployment) -> Deployment:
         cluster=target.cluster,
         commit_sha=target.commit_sha,
         tree_sha=target.tree_sha,
-        trigger=Deployment.Trigger.ROLLBACK,
+        trigger=trigger,
         rollback_of=target,
         bundle=target.bundle,
         bundle_digest=target.bundle_digest,

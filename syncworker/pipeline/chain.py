@@ -3,6 +3,8 @@
     poll ──▶ fetch ──▶ apply ──▶ check_health (again until done) ──▶ notify
     polling  fetching  deploying  waiting                           notify
 
+    check_drift ──▶ (self_heal: apply)         drift, on its own schedule per service
+
 Each stage is a plain function over ids: it re-reads its rows, guards on their state,
 does its work and commits. What comes next is decided here and handed off by task name
 (``handoff``), after commit; reaching a final state hands on the notification
@@ -12,7 +14,7 @@ retry policy, and is the only module that knows Celery's task objects.
 
 from __future__ import annotations
 
-from syncworker.pipeline import deploying, fetching, handoff, notify, polling, waiting
+from syncworker.pipeline import deploying, drift, fetching, handoff, notify, polling, waiting
 
 
 def poll(
@@ -50,3 +52,9 @@ def check_health(deployment_id: int) -> waiting.HealthResult:
 
 def send_notifications(deployment_id: int) -> int:
     return notify.notify(deployment_id)
+
+
+def check_drift(service_id: int) -> drift.DriftResult:
+    """Compare the live objects with the last successful bundle; self-heal hands on an
+    apply (through ``actions.rollback``)."""
+    return drift.check_drift(service_id)

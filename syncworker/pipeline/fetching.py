@@ -194,3 +194,15 @@ def _render_message(exc: Exception) -> str:
     if errors:
         return "invalid bundle:\n" + "\n".join(str(e) for e in errors)
     return f"invalid bundle: {exc}"
+
+
+def render_at(service: Service, commit: str) -> Bundle:
+    """The service's bundle at ``commit``, rendered exactly as a deployment's (for diffs).
+    Raises RenderError, UnsafePathError or SourceError."""
+    reader = _Reader(source_for(service.repository, workspace=settings.GITOPS["WORKSPACE"]), commit)
+    rendered = _render(service, normalize_dir(service.k8s_yaml_dir), commit, reader)
+    return _with_namespace(rendered)
+
+
+def render_message(exc: Exception) -> str:
+    return _render_message(exc)

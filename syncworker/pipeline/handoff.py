@@ -25,6 +25,7 @@ FETCH = "syncworker.fetch_service"
 APPLY = "syncworker.apply_deployment"
 NOTIFY = "syncworker.notify_deployment"
 CHECK_HEALTH = "syncworker.check_health"
+DRIFT = "syncworker.check_drift"
 
 
 class QueueUnavailable(RuntimeError):

@@ -1,4 +1,5 @@
-"""Post deployment results to the configured webhook URLs (the seed's ``webhook_url``).
+"""Post deployment results and drift changes to the configured webhook URLs (the seed's
+``webhook_url``).
 
 The payload carries Slack's ``text`` field, so a Slack incoming webhook works as is, plus
 structured fields for everything else. A notification failure is logged and never fails
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from syncworker.models import Deployment, NotificationTarget
+from syncworker.models import Deployment, NotificationTarget, Service
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10
@@ -53,7 +54,30 @@ def notify(deployment_id: int) -> int:
     )
     if deployment is None or not deployment.is_final:
         return 0
-    body = payload(deployment)
+    return _post(payload(deployment))
+
+
+def drift_payload(service: Service, drift: list[dict[str, Any]]) -> dict[str, Any]:
+    """A service's drift changed: what is out of sync now (no values, only names)."""
+    if drift:
+        names = ", ".join(f"{d['kind']} {d['namespace']}/{d['name']} {d['state']}" for d in drift)
+        text = f"GitOps drift: {service.name} is out-of-sync: {names[:500]}"
+    else:
+        text = f"GitOps drift: {service.name} is synced again"
+    return {
+        "text": text,
+        "service": service.name,
+        "repository": service.repository.full_name,
+        "sync_status": "out-of-sync" if drift else "synced",
+        "drift": drift,
+    }
+
+
+def notify_drift(service: Service, drift: list[dict[str, Any]]) -> int:
+    return _post(drift_payload(service, drift))
+
+
+def _post(body: dict[str, Any]) -> int:
     delivered = 0
     for target in NotificationTarget.objects.filter(enabled=True):
         host = urlsplit(target.url).hostname or "?"

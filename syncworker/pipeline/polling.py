@@ -53,11 +53,11 @@ def services_with_last_tree(
 ) -> list[Service]:
     """Enabled services of the repository, each annotated with ``last_tree`` and
     ``last_paths``: the key and the paths read of its newest deployment that came from
-    Git (rollbacks are deliberate and do not count, so the next Git change still
-    deploys; transient failures do not count either), and ``retry_tree``/``retry_at``/
-    ``retry_paths`` when its newest deployment failed transiently."""
+    Git (rollbacks and self-heals re-apply an old bundle and do not count, so the next
+    Git change still deploys; transient failures do not count either), and
+    ``retry_tree``/``retry_at``/``retry_paths`` when its newest deployment failed transiently."""
     from_git = Deployment.objects.filter(service=OuterRef("pk")).exclude(
-        trigger=Deployment.Trigger.ROLLBACK
+        trigger__in=(Deployment.Trigger.ROLLBACK, Deployment.Trigger.SELF_HEAL)
     )
     tried = from_git.exclude(status=Deployment.Status.FAILED, reason__in=RETRYABLE)
     newest = from_git.order_by("-id")

@@ -7,12 +7,15 @@ config loader or through the API starts being polled without restarting anything
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from syncworker.models import Deployment, Repository
+from syncworker.models import Deployment, Repository, Service
 
 POLL_TASK = "syncworker.poll_repository"
+DRIFT_TASK = "syncworker.check_drift"
 
 
 def schedule_name(repository: Repository) -> str:
@@ -49,6 +52,51 @@ def sync_schedule(repository: Repository) -> PeriodicTask:
 
 def remove_schedule(repository_pk: int) -> None:
     PeriodicTask.objects.filter(name=f"gitops-poll:{repository_pk}").delete()
+
+
+def drift_schedule_name(service_pk: int) -> str:
+    return f"gitops-drift:{service_pk}"
+
+
+def drift_phase(service_pk: int, interval: int) -> int:
+    """Seconds by which the service's checks are offset within the interval: spread
+    evenly over services (Knuth's multiplicative hash), so a thousand services with one
+    interval do not all check at once."""
+    return (service_pk * 2654435761) % (2**32) * interval // (2**32)
+
+
+def sync_drift_schedule(service: Service) -> PeriodicTask:
+    """Create or update the service's drift check; disabled with the service."""
+    interval, _ = IntervalSchedule.objects.get_or_create(
+        every=service.drift_interval, period=IntervalSchedule.SECONDS
+    )
+    desired = {
+        "task": DRIFT_TASK,
+        "interval": interval,
+        "args": json.dumps([service.pk]),
+        "queue": "drift",
+        "enabled": service.enabled,
+        "expire_seconds": service.drift_interval,
+        "description": f"Drift check of {service.name}",
+    }
+    start = timezone.now() + timedelta(seconds=drift_phase(service.pk, service.drift_interval))
+    task = PeriodicTask.objects.filter(name=drift_schedule_name(service.pk)).first()
+    if task is None:
+        return PeriodicTask.objects.create(
+            name=drift_schedule_name(service.pk), start_time=start, **desired
+        )
+    if task.interval_id != interval.pk:  # a new interval starts at a new phase
+        desired["start_time"] = start
+    changed = [name for name, value in desired.items() if getattr(task, name) != value]
+    if changed:
+        for name in changed:
+            setattr(task, name, desired[name])
+        task.save()
+    return task
+
+
+def remove_drift_schedule(service_pk: int) -> None:
+    PeriodicTask.objects.filter(name=drift_schedule_name(service_pk)).delete()
 
 
 SWEEP_NAME = "gitops-requeue-stuck"

@@ -32,7 +32,7 @@ from tests.support.procs import free_port, wait_until
 from tests.support.workers import PLAIN, WorkerProcess, spawn, start_worker
 
 # scripts/run's workers: queues and processes.
-WORKERS = {"fetch": ("default,poll,fetch,health", 2), "apply": ("apply", 1)}
+WORKERS = {"fetch": ("default,poll,fetch,health,drift", 2), "apply": ("apply", 1)}
 
 
 class Server(Protocol):

@@ -114,7 +114,7 @@ def start_worker(
         raise
 
 
-QUEUES = ("default", "poll", "fetch", "apply", "health")
+QUEUES = ("default", "poll", "fetch", "apply", "health", "drift")
 # kombu's Redis transport: a queue's messages of priority p > 0 live under
 # "<queue>\x06\x16<p>"; unacknowledged ones (and their redelivery times) in these keys.
 _PRIORITY_SEPARATOR = "\x06\x16"
