@@ -11,10 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -73,49 +70,6 @@ def _run_action(
             break
     if ok:
         modeladmin.message_user(request, f"{done}: {ok}", level=messages.SUCCESS)
-
-
-class _ChangeList(ChangeList):
-    def get_filters(self, request: HttpRequest) -> Any:
-        try:
-            return super().get_filters(request)
-        except (OverflowError, ValueError) as exc:
-            # Django's date hierarchy turns ?queued_at__year=99999 (or 9999, whose next
-            # year does not exist) into dates outside its range and lets that through.
-            raise IncorrectLookupParameters(exc) from exc
-
-
-class GuardedAdmin(admin.ModelAdmin):
-    """Refuses bad query strings and selections with a message instead of a server
-    error: Django lets a non-numeric selected id or an out-of-range date through."""
-
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return _ChangeList
-
-    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
-        try:
-            return super().get_changelist_instance(request)
-        except IncorrectLookupParameters as exc:
-            # Django answers with a redirect to the unfiltered list; say why.
-            names = ", ".join(sorted(request.GET))[:200]
-            messages.error(request, f"filters not applied ({names}): {str(exc)[:200]}")
-            raise
-
-    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        pk = self.model._meta.pk
-        assert pk is not None
-        for value in request.POST.getlist(ACTION_CHECKBOX_NAME):
-            try:
-                pk.to_python(value)
-            except ValidationError:
-                name = self.model._meta.verbose_name
-                self.message_user(
-                    request,
-                    f"{ACTION_CHECKBOX_NAME}: {value[:50]!r} is not a {name} id; nothing done",
-                    level=messages.ERROR,
-                )
-                return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
 
 
 class RepositoryForm(forms.ModelForm):
@@ -181,7 +135,7 @@ class RepositoryForm(forms.ModelForm):
 
 
 @admin.register(Repository)
-class RepositoryAdmin(GuardedAdmin):
+class RepositoryAdmin(admin.ModelAdmin):
     form = RepositoryForm
     formfield_overrides = URL_FIELDS
     list_display = (
@@ -271,7 +225,7 @@ class ServiceForm(forms.ModelForm):
 
 
 @admin.register(Service)
-class ServiceAdmin(GuardedAdmin):
+class ServiceAdmin(admin.ModelAdmin):
     form = ServiceForm
     fieldsets = (
         (None, {"fields": ("name", "repository", "k8s_yaml_dir", "cluster", "enabled")}),
@@ -447,14 +401,14 @@ class ServiceAdmin(GuardedAdmin):
 
 
 @admin.register(Cluster)
-class ClusterAdmin(GuardedAdmin):
+class ClusterAdmin(admin.ModelAdmin):
     list_display = ("name", "applyer", "is_default", "managed_by_config")
     list_filter = ("applyer", "is_default")
     search_fields = ("name",)
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(GuardedAdmin):
+class DeploymentAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "service",
@@ -513,7 +467,7 @@ class DeploymentAdmin(GuardedAdmin):
 
 
 @admin.register(AppliedObject)
-class AppliedObjectAdmin(GuardedAdmin):
+class AppliedObjectAdmin(admin.ModelAdmin):
     list_display = ("kind", "namespace", "name", "api_version", "service", "cluster")
     list_filter = ("kind", "cluster", "service")
     search_fields = ("name", "namespace", "kind")
@@ -527,7 +481,7 @@ class AppliedObjectAdmin(GuardedAdmin):
 
 
 @admin.register(ReleaseArtifact)
-class ArtifactAdmin(GuardedAdmin, ReleaseArtifactAdmin):
+class ArtifactAdmin(ReleaseArtifactAdmin):
     pass
 
 
@@ -565,7 +519,7 @@ class NotificationTargetForm(forms.ModelForm):
 
 
 @admin.register(NotificationTarget)
-class NotificationTargetAdmin(GuardedAdmin):
+class NotificationTargetAdmin(admin.ModelAdmin):
     form = NotificationTargetForm
     list_display = ("__str__", "enabled", "managed_by_config")
     list_filter = ("enabled",)

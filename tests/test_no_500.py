@@ -413,6 +413,24 @@ def admin_cases() -> list[Case]:
             body = {"action": action, "index": "0", "_selected_action": [bad_id]}
             message = f"_selected_action: &#x27;{bad_id}&#x27; is not a"
             cases.append(post(f"{admin}/{model}/", 200, message, body, follow=True))
+    # Other apps' admins are guarded the same way (GuardedSite wraps every registration).
+    for changelist in (
+        "/admin/auth/user/",
+        "/admin/auth/group/",
+        "/admin/django_celery_beat/periodictask/",
+        "/admin/django_celery_beat/intervalschedule/",
+    ):
+        body = {"action": "delete_selected", "index": "0", "_selected_action": ["abc"]}
+        message = "_selected_action: &#x27;abc&#x27; is not a"
+        cases.append(post(changelist, 200, message, body, follow=True))
+    cases.append(
+        get(
+            "/admin/auth/user/?date_joined__year=99999999999",
+            200,
+            "filters not applied",
+            follow=True,
+        )
+    )
     return cases
 
 
