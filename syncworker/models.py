@@ -378,7 +378,9 @@ class Deployment(models.Model):
 
 
 class AppliedObject(models.Model):
-    """Inventory: every object a service's last successful deployment put on a cluster.
+    """Inventory: every object of a service that may be on a cluster because we put it
+    there: the last successful deployment's objects, plus whatever a failed or retried
+    deployment got through before it stopped (``pipeline/inventory.py``).
 
     Prune compares the next bundle against these rows; only objects listed here (and
     carrying our labels on the cluster) are ever deleted.
