@@ -44,6 +44,7 @@ def staff_api() -> APIClient:
 def admin_form(repo: Repository, **fields: Any) -> dict[str, Any]:
     form = {"name": "web", "k8s_yaml_dir": "deploy/web", "repository": repo.pk, "enabled": "on"}
     form.update({"prune": "on", "recurse": "on", "create_namespace": "on", "namespace": "shop"})
+    form.update({"health_timeout": 300, "drift_interval": 300})  # as the add form fills them
     return {**form, **fields}
 
 

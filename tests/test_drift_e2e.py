@@ -177,8 +177,8 @@ def test_self_heal_restores_hand_edits_within_one_drift_interval(
             assert time.monotonic() - edited < interval + 15, "not restored"
             time.sleep(0.2)
         took = time.monotonic() - edited
-    healed = service.deployments.get(trigger=Deployment.Trigger.SELF_HEAL)
-    assert healed.status == Deployment.Status.SUCCEEDED
+    (healed,) = [d for d in finished(service, 2) if d.trigger == Deployment.Trigger.SELF_HEAL]
+    assert healed.status == Deployment.Status.SUCCEEDED, healed.error
     assert healed.rollback_of == service.deployments.get(trigger="webhook")
     # Apply time on a shared 2-core machine comes on top of the interval.
     assert took < interval + 15, f"restored after {took:.1f}s"

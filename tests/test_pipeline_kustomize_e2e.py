@@ -5,7 +5,8 @@ kustomize`` (or the files) say, with our labels, and nothing else.
 
 The layouts are those of tests/data/repos/examples (Argo CD's and the Kubernetes
 project's examples, a base with two overlays and a component), with namespaces made
-unique per test.
+unique per test. The apiserver runs without controllers, so nothing rolls out: the
+services do not wait for health (``NO_ROLLOUT``); tests/test_health_e2e.py covers that.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from tests.support.kubeenv import KubeTestEnv
 from tests.support.repo_files import disk_files
 from tests.support.source_fixtures import GitHubRepo
 from tests.support.workers import WorkerProcess
+
+NO_ROLLOUT = {"wait": False}
 
 pytestmark = [pytest.mark.kube, pytest.mark.django_db(transaction=True)]
 Status = Deployment.Status
@@ -227,10 +230,14 @@ def assert_within(want: Any, got: Any, where: str) -> None:
 
 def overlays(repo: Repository, names: dict[str, str]) -> tuple[Service, Service]:
     prod = Service.objects.create(
-        name="web-prod", repository=repo, k8s_yaml_dir=PROD, namespace=names["prod"]
+        name="web-prod", repository=repo, k8s_yaml_dir=PROD, namespace=names["prod"], **NO_ROLLOUT
     )
     staging = Service.objects.create(
-        name="web-staging", repository=repo, k8s_yaml_dir=STAGING, namespace=names["stg"]
+        name="web-staging",
+        repository=repo,
+        k8s_yaml_dir=STAGING,
+        namespace=names["stg"],
+        **NO_ROLLOUT,
     )
     return prod, staging
 
@@ -311,7 +318,7 @@ def test_plain_trees_deploy_their_manifests_and_show_what_they_skipped(
         "api": {"k8s_yaml_dir": "json-app", "namespace": names["c"]},
     }
     rows = {
-        name: Service.objects.create(name=name, repository=repo, **fields)
+        name: Service.objects.create(name=name, repository=repo, **fields, **NO_ROLLOUT)
         for name, fields in services.items()
     }
     sync(repo)
@@ -391,6 +398,7 @@ def test_a_missing_namespace_is_created_before_the_objects_and_never_pruned(
         name="guestbook",
         repository=repo,
         k8s_yaml_dir="argocd-example-apps/guestbook",
+        **NO_ROLLOUT,
         namespace=names["a"],
     )
     sync(repo)
