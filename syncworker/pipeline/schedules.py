@@ -7,7 +7,8 @@ config loader or through the API starts being polled without restarting anything
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -22,14 +23,36 @@ def schedule_name(repository: Repository) -> str:
     return f"gitops-poll:{repository.pk}"
 
 
+def _every(seconds: int) -> IntervalSchedule:
+    interval, _ = IntervalSchedule.objects.get_or_create(
+        every=seconds, period=IntervalSchedule.SECONDS
+    )
+    return interval
+
+
+def _upsert(
+    name: str, desired: dict[str, Any], *, start_time: datetime | None = None
+) -> PeriodicTask:
+    """Create the schedule, or write only the fields that differ (a save wakes beat);
+    ``start_time`` is set on creation and whenever the interval changes."""
+    task = PeriodicTask.objects.filter(name=name).first()
+    if start_time is not None and (task is None or task.interval_id != desired["interval"].pk):
+        desired = {**desired, "start_time": start_time}
+    if task is None:
+        return PeriodicTask.objects.create(name=name, **desired)
+    changed = [field for field, value in desired.items() if getattr(task, field) != value]
+    if changed:
+        for field in changed:
+            setattr(task, field, desired[field])
+        task.save()
+    return task
+
+
 def sync_schedule(repository: Repository) -> PeriodicTask:
     """Create or update the repository's poll schedule; disabled with the repository."""
-    interval, _ = IntervalSchedule.objects.get_or_create(
-        every=repository.poll_interval, period=IntervalSchedule.SECONDS
-    )
     desired = {
         "task": POLL_TASK,
-        "interval": interval,
+        "interval": _every(repository.poll_interval),
         "args": json.dumps([repository.pk]),
         "kwargs": json.dumps({"trigger": Deployment.Trigger.POLL.value}),
         "queue": "poll",
@@ -38,16 +61,7 @@ def sync_schedule(repository: Repository) -> PeriodicTask:
         "expire_seconds": repository.poll_interval,
         "description": f"Poll {repository.full_name} ({repository.branch})",
     }
-    task, created = PeriodicTask.objects.get_or_create(
-        name=schedule_name(repository), defaults=desired
-    )
-    if not created:
-        changed = [name for name, value in desired.items() if getattr(task, name) != value]
-        if changed:
-            for name in changed:
-                setattr(task, name, desired[name])
-            task.save()
-    return task
+    return _upsert(schedule_name(repository), desired)
 
 
 def remove_schedule(repository_pk: int) -> None:
@@ -66,13 +80,11 @@ def drift_phase(service_pk: int, interval: int) -> int:
 
 
 def sync_drift_schedule(service: Service) -> PeriodicTask:
-    """Create or update the service's drift check; disabled with the service."""
-    interval, _ = IntervalSchedule.objects.get_or_create(
-        every=service.drift_interval, period=IntervalSchedule.SECONDS
-    )
+    """Create or update the service's drift check; disabled with the service. A new
+    interval starts at the service's phase within it."""
     desired = {
         "task": DRIFT_TASK,
-        "interval": interval,
+        "interval": _every(service.drift_interval),
         "args": json.dumps([service.pk]),
         "queue": "drift",
         "enabled": service.enabled,
@@ -80,19 +92,7 @@ def sync_drift_schedule(service: Service) -> PeriodicTask:
         "description": f"Drift check of {service.name}",
     }
     start = timezone.now() + timedelta(seconds=drift_phase(service.pk, service.drift_interval))
-    task = PeriodicTask.objects.filter(name=drift_schedule_name(service.pk)).first()
-    if task is None:
-        return PeriodicTask.objects.create(
-            name=drift_schedule_name(service.pk), start_time=start, **desired
-        )
-    if task.interval_id != interval.pk:  # a new interval starts at a new phase
-        desired["start_time"] = start
-    changed = [name for name, value in desired.items() if getattr(task, name) != value]
-    if changed:
-        for name in changed:
-            setattr(task, name, desired[name])
-        task.save()
-    return task
+    return _upsert(drift_schedule_name(service.pk), desired, start_time=start)
 
 
 def remove_drift_schedule(service_pk: int) -> None:
@@ -105,9 +105,7 @@ SWEEP_SECONDS = 15
 
 def ensure_sweep_schedule() -> None:
     """The frequent sweep for deployments whose worker died or whose message was lost."""
-    every, _ = IntervalSchedule.objects.get_or_create(
-        every=SWEEP_SECONDS, period=IntervalSchedule.SECONDS
-    )
+    every = _every(SWEEP_SECONDS)
     PeriodicTask.objects.update_or_create(
         name=SWEEP_NAME,
         defaults={
