@@ -78,3 +78,26 @@ def test_metrics_parse_and_move_with_polls_and_deployments(client: Client) -> No
     assert after[("gitops_apply_duration_seconds_count", ())] == 1
     assert after[("gitops_last_successful_sync_timestamp_seconds", (("repository", "m"),))] > 0
     assert ("gitops_queue_depth", (("queue", "apply"),)) in after
+
+
+def test_services_are_counted_by_health_and_sync_status_with_their_drifted_objects(
+    client: Client,
+) -> None:
+    repo = Repository.objects.create(key="h", provider="git", url="file:///h.git")
+    drift = [{"kind": "ConfigMap", "namespace": "shop", "name": "a", "action": "changed"}]
+    Service.objects.create(
+        name="a", repository=repo, k8s_yaml_dir="a", health="degraded", sync_status="out-of-sync",
+        drift=drift * 2,
+    )  # fmt: skip
+    Service.objects.create(
+        name="b", repository=repo, k8s_yaml_dir="b", health="healthy", sync_status="out-of-sync",
+        drift=drift,
+    )  # fmt: skip
+    Service.objects.create(name="c", repository=repo, k8s_yaml_dir="c", health="healthy")
+    samples = scrape(client)
+    assert samples[("gitops_services_health", (("health", "healthy"),))] == 2
+    assert samples[("gitops_services_health", (("health", "degraded"),))] == 1
+    assert samples[("gitops_services_health", (("health", "missing"),))] == 0
+    assert samples[("gitops_services_sync_status", (("sync_status", "out-of-sync"),))] == 2
+    assert samples[("gitops_services_sync_status", (("sync_status", "unknown"),))] == 1
+    assert samples[("gitops_drifted_objects", ())] == 3
