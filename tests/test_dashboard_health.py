@@ -82,9 +82,10 @@ def test_the_overview_counts_services_per_health_and_sync_status(
         start = html.index(f'id="counts-{facet}"')
         return text(html[start : html.index("</ul>", start)])
 
-    assert "⚠ 1 degraded" in counts("health") and "♥ 1 healthy" in counts("health")
-    assert "? 1 unknown" in counts("health") and "0 missing" in counts("health")
-    assert "↑ 1 outofsync" in counts("sync") and "✓ 1 synced" in counts("sync")
+    # In Argo CD's words, as the badges.
+    assert "⚠ 1 Degraded" in counts("health") and "♥ 1 Healthy" in counts("health")
+    assert "? 1 Unknown" in counts("health") and "0 Missing" in counts("health")
+    assert "↑ 1 OutOfSync" in counts("sync") and "✓ 1 Synced" in counts("sync")
     assert "✓ 2 succeeded" in counts("status") and "○ 1 never deployed" in counts("status")
 
 
