@@ -15,10 +15,12 @@ from django.utils import timezone
 
 from syncworker.dashboard.vocabulary import HEALTH, SYNC
 from syncworker.models import Deployment, Repository, Service
+from tests import test_dashboard
 from tests.test_dashboard import deploy, hx, row_of, text
 
 pytestmark = pytest.mark.django_db
 Health, Sync = Service.Health, Service.SyncStatus
+staff_client = test_dashboard.staff_client  # the fixture
 BROKEN = "Deployment shop/api: 1 of 3 replicas available; ProgressDeadlineExceeded\nmore detail"
 
 
@@ -42,13 +44,6 @@ def fleet() -> dict[str, Service]:
         )
         deploy(made[name], Deployment.Status.SUCCEEDED)
     return made
-
-
-@pytest.fixture
-def staff_client() -> Client:
-    client = Client()
-    client.force_login(User.objects.create_user("ops", password="pw-ops-123456", is_staff=True))
-    return client
 
 
 def badges(row: str) -> list[str]:
