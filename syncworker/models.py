@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -448,7 +447,5 @@ class NotificationTarget(models.Model):
         ordering = ["url"]
 
     def __str__(self) -> str:
-        # Scheme and host only, wherever Django shows the row (pages, messages, the admin
-        # log): the rest of a webhook URL is often its secret.
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.hostname or '?'}/…"
+        # Wherever Django shows the row (pages, messages, the admin log).
+        return rules.host_only(self.url)

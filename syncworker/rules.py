@@ -167,6 +167,16 @@ def split_url(url: str) -> SplitResult | None:
     return parts
 
 
+def host_only(url: str) -> str:
+    """How a URL that may carry a secret is shown, wherever it is shown (pages, logs, the
+    config import's plan): scheme and host only, since a webhook's path or query is often
+    its secret, and its user and password are."""
+    parts = split_url(url)
+    if parts is None:
+        return "(not a URL)"
+    return f"{parts.scheme}://{parts.hostname or '?'}/…"
+
+
 def web_url(value: str) -> str:
     """An http(s) endpoint (API root, notification target, download URL)."""
     parts = split_url(value)

@@ -86,6 +86,10 @@ def services_overview(
             "namespace",
             "last_applied_commit",
             "last_applied_at",
+            "health",
+            "health_message",
+            "sync_status",
+            "drift_checked_at",
             "repository__key",
             "repository__provider",
             "repository__owner",
@@ -121,12 +125,27 @@ def with_overview_status(services: QuerySet[Service], status: str) -> QuerySet[S
     return services.filter(Q(last_status=status))
 
 
-def overview_status_counts(services: QuerySet[Service]) -> dict[str, int]:
-    """How many of ``services_overview(...)`` are in each status: one query."""
-    rows = services.order_by().values_list(F("last_status")).annotate(n=Count("pk"))
-    counts = dict.fromkeys(OVERVIEW_STATUSES, 0)
-    for status, n in rows:
-        counts[status or NEVER_DEPLOYED] += n
+# The overview's three facets: the newest deployment's status, the service's health and
+# its sync status (keys of overview_counts, and the filters' parameter names).
+FACETS = ("status", "health", "sync")
+
+
+def overview_counts(services: QuerySet[Service]) -> dict[str, dict[str, int]]:
+    """How many of ``services_overview(...)`` are in each deployment status, health and
+    sync status: one query (grouped by all three, summed here; at most 6 x 5 x 4 rows)."""
+    rows = (
+        services.order_by()
+        .values_list(F("last_status"), "health", "sync_status")
+        .annotate(n=Count("pk"))
+    )
+    counts = {
+        "status": dict.fromkeys(OVERVIEW_STATUSES, 0),
+        "health": dict.fromkeys(Service.Health.values, 0),
+        "sync": dict.fromkeys(Service.SyncStatus.values, 0),
+    }
+    for status, health, sync, n in rows:
+        for facet, key in zip(FACETS, (status or NEVER_DEPLOYED, health, sync), strict=True):
+            counts[facet][key] = counts[facet].get(key, 0) + n
     return counts
 
 

@@ -124,6 +124,32 @@ def test_status_filters_go_to_the_server_and_a_bad_one_names_the_parameter(
     assert bad.code == 3 and "bad request: status:" in bad.err and "bogus" in bad.err
 
 
+def test_status_shows_health_and_sync_columns_and_filters_by_them(
+    gitops: Any, fleet: dict[str, Service]
+) -> None:
+    Service.objects.filter(name="web").update(health="healthy", sync_status="out-of-sync")
+    Service.objects.filter(name="api").update(health="degraded", sync_status="synced")
+
+    run = gitops("status")
+    drifted = gitops("status", "--sync", "out-of-sync", "-o", "json")
+    degraded = gitops("status", "--health", "degraded")
+    bad = gitops("status", "--health", "sick")
+
+    assert run.code == 0, run.err
+    header = next(line for line in run.out.splitlines() if line.startswith("REPOSITORY"))
+    assert header.split()[:5] == ["REPOSITORY", "SERVICE", "HEALTH", "SYNC", "STATUS"]
+    lines = {line.split()[1]: line for line in run.out.splitlines() if line.startswith("infra ")}
+    assert re.search(r"♥ healthy +↑ outofsync +✓ succeeded", lines["web"]), lines["web"]
+    assert re.search(r"⚠ degraded +✓ synced +✗ failed", lines["api"]), lines["api"]
+    assert re.search(r"\? unknown +\? unknown +○ never", lines["batch"]), lines["batch"]
+    assert [row["name"] for row in drifted.json()["services"]] == ["web"]
+    assert drifted.json()["sync_counts"]["out-of-sync"] == 1
+    assert [line.split()[1] for line in degraded.out.splitlines() if line.startswith("infra ")] == [
+        "api"
+    ]
+    assert bad.code == 3 and "bad request: health:" in bad.err
+
+
 def test_history_lists_the_deployments_newest_first(gitops: Any, fleet: dict[str, Service]) -> None:
     web = list(fleet["web"].deployments.order_by("-pk").values_list("pk", flat=True))
 

@@ -261,6 +261,9 @@ def bulk_services(count: int, repositories: int = 10) -> None:
             repository=repos[i % repositories],
             k8s_yaml_dir="d",
             cluster=cluster,
+            health=Service.Health.values[i % 5],
+            health_message="Deployment d/x: 0 of 1 replicas available" if i % 5 else "",
+            sync_status=Service.SyncStatus.values[i % 4],
         )
         for i in range(count)
     )
@@ -292,13 +295,14 @@ def test_the_overview_costs_the_same_few_queries_at_10_and_1000_services(
 ) -> None:
     reader = staff_client if who == "staff" else client
     bulk_services(10)
-    small = {url: queries(reader, url) for url in ("/", "/?status=failed", "/api/overview/")}
+    urls = ("/", "/?status=failed", "/?health=progressing&sync=out-of-sync", "/api/overview/")
+    small = {url: queries(reader, url) for url in urls}
     small["fragment"] = queries(reader, "/", headers=hx("services-live"))
     Service.objects.all().delete()
     Repository.objects.all().delete()
     Cluster.objects.all().delete()
     bulk_services(1000)
-    large = {url: queries(reader, url) for url in ("/", "/?status=failed", "/api/overview/")}
+    large = {url: queries(reader, url) for url in urls}
     large["fragment"] = queries(reader, "/", headers=hx("services-live"))
 
     assert large == small

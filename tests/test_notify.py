@@ -71,5 +71,5 @@ def test_an_unreachable_receiver_is_logged_without_its_url(
 
     assert notify(finished_deployment().pk) == 0
 
-    assert "notify 127.0.0.1" in caplog.text
+    assert "notify http://127.0.0.1/…" in caplog.text
     assert "SECRET-PATH" not in caplog.text

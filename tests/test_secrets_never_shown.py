@@ -262,3 +262,39 @@ def test_saving_the_notification_form_blank_keeps_the_url_and_a_new_one_replaces
     refused = admin_client.post("/admin/syncworker/notificationtarget/add/", {"url": ""})
     assert refused.status_code == 200
     assert "A URL is required." in refused.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:9/services/T000/XXXXsecretpathXXXX", "http://127.0.0.1/…"),
+        ("http://bot:pw@[::1]:9/hook?token=t0k", "http://::1/…"),
+    ],
+)
+def test_a_notification_url_reads_host_only_in_the_admin_the_config_import_and_the_logs(
+    url: str, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One function (rules.host_only) for every place; the receivers are closed loopback
+    ports, so the delivery fails and is logged."""
+    from syncworker.config.importer import import_config
+    from syncworker.config.schema import parse_config
+    from syncworker.pipeline.notify import notify_drift
+
+    report = import_config(parse_config(f"webhook_url: '{url}'\n"), dry_run=True)
+    target = NotificationTarget.objects.create(url=url)
+    repo = Repository.objects.create(key="n", provider="git", url="https://git.example/n.git")
+    with caplog.at_level(logging.WARNING):
+        notify_drift(Service.objects.create(name="web", repository=repo, k8s_yaml_dir="d"), [])
+
+    planned = [str(c) for c in report.changes if c.kind == "notification"]
+    assert str(target) == shown
+    assert planned == [f"notification {shown}: created"]
+    assert f"notify {shown}: ConnectionError" in caplog.text
+    assert "secretpath" not in caplog.text + str(planned)
+    assert "t0k" not in caplog.text + str(planned) and "pw@" not in caplog.text
+
+
+def test_a_url_that_cannot_be_split_is_not_shown_at_all() -> None:
+    from syncworker.rules import host_only
+
+    assert host_only("http://[::1/hook-SECRET") == "(not a URL)"

@@ -22,6 +22,7 @@ EXIT_STATUSES = f"""Exit status: 0 done (or nothing to deploy); {EXIT_FAILED} a 
 or the action failed or was refused; 2 bad usage; {EXIT_ERROR} the server could not be asked
 (wrong URL, bad token, unknown service or repository); {EXIT_TIMEOUT} --wait gave up."""
 DEFAULT_URL = "http://127.0.0.1:8000"
+EXIT_DIFFERENT, EXIT_DIFF_ERROR = 1, 2
 
 
 def common(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -72,17 +73,44 @@ def cli() -> None:
 
 @cli.command(epilog=EXIT_STATUSES)
 @click.option("--status", help="Only services in this state (failed, applying, never, ...).")
+@click.option("--health", help="Only services of this health (degraded, progressing, ...).")
+@click.option("--sync", help="Only services of this sync status (out-of-sync, synced, ...).")
 @click.option("--repo", "repository", help="Only the services of this repository key.")
 @click.option("--cluster", help="Only the services deployed to this cluster.")
 @click.option("--search", "q", help="Only services whose name contains this.")
 @common
 def status(api: Api, as_json: bool, **filters: str | None) -> None:
-    """Every service and its newest deployment, as the dashboard's first page."""
+    """Every service, its health, sync status and newest deployment, as the dashboard's
+    first page."""
     overview = api.get("/api/overview/", **filters)
     if as_json:
         output.print_json(overview)
     else:
         output.status_table(overview)
+
+
+DIFF_EXIT_STATUSES = f"""Exit status, as diff(1) and manage.py diff_service: 0 no
+difference; {EXIT_DIFFERENT} a sync would change something; {EXIT_DIFF_ERROR} no diff could be made
+(bad usage, the server or the cluster could not be asked, the commit cannot be rendered)."""
+
+
+@cli.command(epilog=DIFF_EXIT_STATUSES)
+@click.argument("service")
+@click.option("--commit", help="Compare this commit SHA (default: the branch head).")
+@common
+def diff(api: Api, as_json: bool, service: str, commit: str | None) -> None:
+    """What a sync of SERVICE would change on its cluster, object by object (a
+    server-side dry run; Secret values masked). Needs a staff user's API token."""
+    try:
+        detail = api.get(path("api", "overview", "services", service), limit="1")
+        answer = api.get(path("api", "services", detail["service"]["id"], "diff"), commit=commit)
+    except CliError as exc:
+        raise CliError(str(exc), EXIT_DIFF_ERROR) from None
+    if as_json:
+        output.print_json(answer)
+    else:
+        output.diff_text(answer)
+    sys.exit(EXIT_DIFFERENT if answer["changed"] else 0)
 
 
 @cli.command(epilog=EXIT_STATUSES)

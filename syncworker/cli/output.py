@@ -13,10 +13,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from syncworker.dashboard.vocabulary import STATES, first_line, state
+from syncworker.dashboard.vocabulary import (
+    STATES,
+    State,
+    first_line,
+    health_state,
+    state,
+    sync_state,
+)
 
 # The dashboard's tones as terminal styles; the word and the icon are the dashboard's.
-TONE_STYLES = {"bad": "bold red", "busy": "blue", "ok": "green", "idle": "dim"}
+TONE_STYLES = {"bad": "bold red", "warn": "yellow", "busy": "blue", "ok": "green", "idle": "dim"}
+# A diff's lines by their sign (the sign stays: colour only repeats it).
+DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
+ACTION_STYLES = {"created": "green", "changed": "yellow", "pruned": "red"}
 
 stdout = Console(soft_wrap=False)
 stderr = Console(stderr=True, soft_wrap=False)
@@ -27,7 +37,10 @@ def print_json(data: Any) -> None:
 
 
 def state_text(status: str | None, reason: str = "") -> Text:
-    shown = state(status)
+    return badge(state(status), reason)
+
+
+def badge(shown: State, reason: str = "") -> Text:
     why = f" ({reason})" if reason else ""
     return Text(f"{shown.icon} {shown.label.lower()}{why}", style=TONE_STYLES[shown.tone])
 
@@ -57,7 +70,8 @@ def utc(value: str | None) -> str:
 
 def status_table(overview: dict[str, Any]) -> None:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("REPOSITORY", "SERVICE", "STATUS", "COMMIT", "WHEN", "TRIGGER", "ERROR"):
+    columns = ("REPOSITORY", "SERVICE", "HEALTH", "SYNC", "STATUS", "COMMIT", "WHEN", "TRIGGER")
+    for column in (*columns, "ERROR"):
         table.add_column(column, no_wrap=column != "ERROR", overflow="fold")
     for row in overview["services"]:
         deployment = row["last_deployment"] or {}
@@ -65,6 +79,8 @@ def status_table(overview: dict[str, Any]) -> None:
         table.add_row(
             row["repository"],
             row["name"],
+            badge(health_state(row.get("health"))),
+            badge(sync_state(row.get("sync_status"))),
             state_text(row["state"], deployment.get("reason", "")),
             (row["commit"] or "")[:12] or "—",
             ago(when or deployment.get("queued_at")),
@@ -108,6 +124,27 @@ def history_table(detail: dict[str, Any]) -> None:
             Text(first_line(d["error"], 80), style="red"),
         )
     stdout.print(table)
+
+
+def diff_text(answer: dict[str, Any]) -> None:
+    """The answer of ``/api/services/{id}/diff/`` as ``diff_service`` prints it: a line per
+    object that would change, then its unified diff."""
+    head = f"{answer['service']} on {answer['cluster']}: {answer['compared']}"
+    stdout.print(Text(f"{head} {answer['commit'][:12]}".rstrip(), style="bold"))
+    for obj in answer["objects"]:
+        where = f"{obj['namespace']}/" if obj["namespace"] else ""
+        fields = f" ({', '.join(obj['changed_fields'])})" if obj["changed_fields"] else ""
+        stdout.print(
+            Text.assemble(
+                (obj["action"], ACTION_STYLES.get(obj["action"], "")),
+                f" {obj['kind']} {where}{obj['name']}{fields}",
+            )
+        )
+        for line in obj["diff"].splitlines():
+            style = next((st for sign, st in DIFF_STYLES if line.startswith(sign)), "")
+            stdout.print(Text(line, style=style), soft_wrap=True)
+    if not answer["changed"]:
+        stdout.print(f"no difference ({answer['unchanged']} objects unchanged)", highlight=False)
 
 
 def error(message: str) -> None:

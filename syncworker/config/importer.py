@@ -14,13 +14,13 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models, transaction
 
 from syncworker.config.schema import GitopsConfig, RepoSpec, ServiceSpec
 from syncworker.models import Cluster, NotificationTarget, Repository, Service
+from syncworker.rules import host_only
 
 logger = logging.getLogger(__name__)
 
@@ -244,16 +244,10 @@ def _plan_services(
             plan.record("service", name, service, _assign(service, {"enabled": False}))
 
 
-def redacted_url(url: str) -> str:
-    """Scheme and host only: a notification URL often carries its secret in the path."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}/..."
-
-
 def _plan_notifications(plan: _Plan, webhook_url: str | None, lock: bool) -> None:
     found = False
     for target in _rows(NotificationTarget, lock):
-        name = redacted_url(target.url)
+        name = host_only(target.url)
         if webhook_url is not None and target.url == webhook_url:
             found = True
             desired = {"enabled": True, "managed_by_config": True}
@@ -262,4 +256,4 @@ def _plan_notifications(plan: _Plan, webhook_url: str | None, lock: bool) -> Non
             plan.record("notification", name, target, _assign(target, {"enabled": False}))
     if webhook_url is not None and not found:
         target = NotificationTarget(url=webhook_url, enabled=True, managed_by_config=True)
-        plan.record("notification", redacted_url(webhook_url), target, None)
+        plan.record("notification", host_only(webhook_url), target, None)

@@ -20,7 +20,7 @@ from syncworker.dashboard.rows import ServiceRow, service_row
 from syncworker.models import Deployment, Repository, Service
 from syncworker.selectors import (
     attach_last_deployments,
-    overview_status_counts,
+    overview_counts,
     service_detail,
     service_history,
     services_overview,
@@ -88,6 +88,12 @@ class ServiceRowSerializer(serializers.Serializer):
     commit = serializers.CharField()
     commit_url = serializers.CharField(source="commit_link")
     error_line = serializers.CharField()
+    health = serializers.CharField(source="service.health")
+    health_label = serializers.CharField(source="health.label")
+    health_message = serializers.CharField(source="service.health_message")
+    sync_status = serializers.CharField(source="service.sync_status")
+    sync_label = serializers.CharField(source="sync.label")
+    drift_checked_at = serializers.DateTimeField(source="service.drift_checked_at")
     last_applied_commit = serializers.CharField(source="service.last_applied_commit")
     last_applied_at = serializers.DateTimeField(source="service.last_applied_at")
     last_deployment = DeploymentBriefSerializer(source="deployment", allow_null=True)
@@ -103,7 +109,9 @@ class OverviewView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", str),
+            OpenApiParameter("status", str, description="newest deployment's status"),
+            OpenApiParameter("health", str, enum=Service.Health.values),
+            OpenApiParameter("sync", str, enum=Service.SyncStatus.values),
             OpenApiParameter("repository", str, description="repository key"),
             OpenApiParameter("cluster", str, description="cluster name"),
             OpenApiParameter("q", str, description="service name contains"),
@@ -113,6 +121,8 @@ class OverviewView(APIView):
             {
                 "count": serializers.IntegerField(),
                 "counts": serializers.DictField(child=serializers.IntegerField()),
+                "health_counts": serializers.DictField(child=serializers.IntegerField()),
+                "sync_counts": serializers.DictField(child=serializers.IntegerField()),
                 "services": ServiceRowSerializer(many=True),
                 "timestamp": serializers.DateTimeField(),
             },
@@ -125,10 +135,13 @@ class OverviewView(APIView):
             raise ValidationError(form.error_lists())
         services, unfiltered = form.services()
         rows = _rows(list(services))
+        counts = overview_counts(unfiltered)
         return Response(
             {
                 "count": len(rows),
-                "counts": overview_status_counts(unfiltered),
+                "counts": counts["status"],
+                "health_counts": counts["health"],
+                "sync_counts": counts["sync"],
                 "services": ServiceRowSerializer(rows, many=True).data,
                 "timestamp": timezone.now(),
             }

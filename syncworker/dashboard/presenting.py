@@ -18,9 +18,8 @@ def deployment_state(status: str | None) -> State:
 
 
 def service_state(service: Service) -> State:
-    """A service's state on the dashboard. Until services carry their own health and
-    sync status, it is the state of their newest deployment (``last_status``, annotated
-    by ``selectors.services_overview``)."""
+    """The state of a service's newest deployment (``last_status``, annotated by
+    ``selectors.services_overview``), shown beside its health and sync status."""
     return deployment_state(getattr(service, "last_status", None))
 
 

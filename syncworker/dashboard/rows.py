@@ -13,7 +13,7 @@ from syncworker.dashboard.presenting import (
     deployment_state,
     service_state,
 )
-from syncworker.dashboard.vocabulary import first_line
+from syncworker.dashboard.vocabulary import first_line, health_state, sync_state
 from syncworker.models import Deployment, Repository, Service
 
 
@@ -26,6 +26,9 @@ class ServiceRow:
     commit_link: str
     error_line: str
     reason: str  # why the newest deployment ended as it did, in words ("" when no reason)
+    health: State
+    sync: State
+    health_line: str  # the first line of the health message, unless healthy
 
     @property
     def repository(self) -> Repository:
@@ -70,6 +73,11 @@ def service_row(service: Service) -> ServiceRow:
         commit_link=commit_url(service.repository, commit),
         error_line=first_line(deployment.error) if deployment and deployment.error else "",
         reason=deployment.get_reason_display() if deployment and deployment.reason else "",
+        health=health_state(service.health),
+        sync=sync_state(service.sync_status),
+        health_line=""
+        if service.health == Service.Health.HEALTHY
+        else first_line(service.health_message),
     )
 
 

@@ -9,6 +9,7 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("services/<slug:name>/", views.service_page, name="service"),
+    path("services/<slug:name>/diff/", views.service_diff, name="service-diff"),
     path("services/<slug:name>/sync/", views.sync_service, name="sync-service"),
     path("services/<slug:name>/redeploy/", views.redeploy_service, name="redeploy-service"),
     path(

@@ -26,13 +26,13 @@ from syncworker.dashboard.access import can_act, readable, staff_only
 from syncworker.dashboard.forms import OverviewFilter
 from syncworker.dashboard.presenting import commit_url, deployment_state, repository_web_url
 from syncworker.dashboard.rows import history_row, service_row
-from syncworker.dashboard.vocabulary import STATES
+from syncworker.dashboard.vocabulary import HEALTH, STATES, SYNC, health_state, sync_state
 from syncworker.models import Deployment, Repository, Service
-from syncworker.pipeline import actions
+from syncworker.pipeline import actions, diffing
 from syncworker.selectors import (
     attach_last_deployments,
     failing_repositories,
-    overview_status_counts,
+    overview_counts,
     service_detail,
     service_history,
     service_inventory,
@@ -70,14 +70,27 @@ def overview(request: HttpRequest) -> HttpResponse:
         page = Paginator(services, SERVICES_PER_PAGE).get_page(request.GET.get("page"))
         listed = list(page.object_list)
         attach_last_deployments(listed)
-        counts = overview_status_counts(unfiltered)  # shown failing first, as STATES is
+        counts = overview_counts(unfiltered)
         rows = [service_row(service) for service in listed]
         context.update(
             page=page,
             groups=[(repo, list(group)) for repo, group in groupby(rows, lambda r: r.repository)],
             filtered=any(form.cleaned_data.values()),
-            counts=[(state, counts[key]) for key, state in STATES.items() if key in counts],
-            total=sum(counts.values()),
+            # Each facet shown worst first, as its table is ordered.
+            facets=[
+                {
+                    "name": name,
+                    "label": label,
+                    "counts": [(s, counts[name][key]) for key, s in table.items()],
+                    "selected": form.cleaned_data.get(name, ""),
+                }
+                for name, label, table in (
+                    ("status", "Deployments", STATES),
+                    ("health", "Health", HEALTH),
+                    ("sync", "Sync", SYNC),
+                )
+            ],
+            total=sum(counts["status"].values()),
             failing_repositories=failing_repositories(),
             can_act=can_act(request.user),
         )
@@ -107,6 +120,8 @@ def service_page(request: HttpRequest, name: str) -> HttpResponse:
     state = deployment_state(newest.status if newest else None)
     context = {
         "service": service,
+        "health": health_state(service.health),
+        "sync": sync_state(service.sync_status),
         "repository": service.repository,
         "repository_url": repository_web_url(service.repository),
         "applied_link": commit_url(service.repository, service.last_applied_commit),
@@ -121,6 +136,23 @@ def service_page(request: HttpRequest, name: str) -> HttpResponse:
         return render(request, "dashboard/_service_live.html", context)
     context.update(_inventory_context(service))
     return render(request, "dashboard/service.html", context)
+
+
+@staff_only
+def service_diff(request: HttpRequest, name: str) -> HttpResponse:
+    """The pending diff (what a sync at the branch head would change), as a fragment the
+    service page loads after it is shown: it asks Git and the cluster, which can be slow
+    or down. Staff only, as ``/api/services/{id}/diff/`` is: it shows the manifests
+    (Secret values masked by the diff itself)."""
+    service = service_detail(name)
+    if service is None:
+        raise Http404(f"unknown service {name!r}")
+    context: dict[str, Any] = {"service": service}
+    try:
+        context["diff"] = diffing.diff_service(service)
+    except diffing.DiffFailed as exc:
+        context.update(problem=str(exc), unreachable=exc.unreachable)
+    return render(request, "dashboard/_diff.html", context)
 
 
 def _inventory_context(service: Service) -> dict[str, Any]:

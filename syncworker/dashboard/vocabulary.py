@@ -13,7 +13,7 @@ class State:
     key: str  # the filter value and the CSS class (state-<key>)
     label: str  # the word people read
     icon: str  # beside the word; hidden from screen readers, the word says it
-    tone: str  # ok | bad | busy | idle: the colour
+    tone: str  # ok | bad | warn | busy | idle: the colour
 
     @property
     def active(self) -> bool:
@@ -32,11 +32,36 @@ STATES: dict[str, State] = {
 }
 FINAL = ("succeeded", "failed", "superseded")
 
+# A service's health and sync status (models.Service.Health / SyncStatus), in the words
+# and order of Argo CD's application tiles; worst first.
+HEALTH: dict[str, State] = {
+    "degraded": State("degraded", "Degraded", "⚠", "bad"),
+    "missing": State("missing", "Missing", "∅", "warn"),
+    "progressing": State("progressing", "Progressing", "↻", "busy"),
+    "unknown": State("unknown", "Unknown", "?", "idle"),
+    "healthy": State("healthy", "Healthy", "♥", "ok"),
+}
+SYNC: dict[str, State] = {
+    "failed": State("failed", "Sync failed", "✗", "bad"),
+    "out-of-sync": State("out-of-sync", "OutOfSync", "↑", "warn"),
+    "unknown": State("unknown", "Unknown", "?", "idle"),
+    "synced": State("synced", "Synced", "✓", "ok"),
+}
 
-def state(key: str | None) -> State:
-    """The state of a status; one this table does not know yet still shows its word."""
-    key = key or NEVER
-    return STATES.get(key) or State(key, key.capitalize(), "?", "idle")
+
+def state(key: str | None, table: dict[str, State] = STATES) -> State:
+    """The state of a status in ``table`` (deployment states unless told); one the table
+    does not know yet still shows its word. No key: never deployed, or unknown."""
+    key = key or (NEVER if table is STATES else "unknown")
+    return table.get(key) or State(key, key.capitalize(), "?", "idle")
+
+
+def health_state(key: str | None) -> State:
+    return state(key, HEALTH)
+
+
+def sync_state(key: str | None) -> State:
+    return state(key, SYNC)
 
 
 def first_line(text: str, limit: int = 160) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from syncworker.models import Deployment, NotificationTarget, Service
+from syncworker.rules import host_only
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10
@@ -80,7 +80,7 @@ def notify_drift(service: Service, drift: list[dict[str, Any]]) -> int:
 def _post(body: dict[str, Any]) -> int:
     delivered = 0
     for target in NotificationTarget.objects.filter(enabled=True):
-        host = urlsplit(target.url).hostname or "?"
+        host = host_only(target.url)
         try:
             response = requests.post(target.url, json=body, timeout=TIMEOUT)
         except requests.RequestException as exc:

@@ -1,17 +1,19 @@
 """The dashboard's small pieces of markup, in Python: rendered for every row of a page
 of 50 services, where an ``{% include %}`` per cell would cost more than the queries.
 
-``{% state_badge state %}``, ``{% commit sha link %}``, ``{% moment when %}`` and the
-``ago`` filter ("just now", "5 min ago", "3 h ago", "2 days ago").
+``{% state_badge state %}``, ``{% commit sha link %}``, ``{% moment when %}``,
+``{% filter_link name value %}``, ``{% diff_lines text %}`` and the ``ago`` filter
+("just now", "5 min ago", "3 h ago", "2 days ago").
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from django import template
 from django.utils import timezone as django_timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from syncworker.dashboard.vocabulary import State
@@ -73,4 +75,32 @@ def utc(value: datetime | None) -> SafeString:
         '<time datetime="{}">{}</time>',
         instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
         instant.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+@register.simple_tag(takes_context=True)
+def filter_link(context: dict[str, Any], name: str, value: str | None) -> str:
+    """This page's query string with filter ``name`` set to ``value`` (None: removed),
+    back on the first page: ``{% querystring %}`` takes the parameter's name literally."""
+    params = context["request"].GET.copy()
+    params.pop("page", None)
+    params.pop(name, None)
+    if value is not None:
+        params[name] = value
+    return f"?{params.urlencode()}"
+
+
+DIFF_LINE_CLASSES = (("+++", "file"), ("---", "file"), ("@@", "hunk"), ("+", "add"), ("-", "del"))
+
+
+@register.simple_tag
+def diff_lines(text: str) -> SafeString:
+    """A unified diff, each line in a ``<span>`` whose class says added, removed or
+    context (the sign stays: colour only repeats it)."""
+
+    def kind(line: str) -> str:
+        return next((name for sign, name in DIFF_LINE_CLASSES if line.startswith(sign)), "ctx")
+
+    return format_html_join(
+        "", '<span class="{}">{}\n</span>', ((kind(line), line) for line in text.splitlines())
     )
