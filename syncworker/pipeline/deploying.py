@@ -252,10 +252,10 @@ def _pre_sync(
     except HookError as exc:
         records = hooks.run_sync_fail(applyer, deployment.pk, plan, [])
         error = f"PreSync hook refused, nothing applied: {exc}"
+        record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
         lifecycle.fail(
             deployment.pk, Reason.HOOK, error, output=_with_hooks(error, records), hooks=records
         )
-        record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
         result.status, result.error = Status.FAILED, error
         return result
     deadline = timezone.now() + timedelta(seconds=deployment.service.health_timeout)

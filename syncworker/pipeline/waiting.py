@@ -195,6 +195,8 @@ def _hook_failed(
     if applyer is not None:
         records = hooks.clean_up(applyer, records)
     records = _sync_fail(applyer, deployment, records)
+    # Before the final state, so that whoever sees the deployment failed sees this too.
+    record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
     lifecycle.fail(
         deployment.pk,
         Deployment.Reason.HOOK,
@@ -202,7 +204,6 @@ def _hook_failed(
         output=_with_hooks(output, records),
         hooks=records,
     )
-    record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
     result.status = Status.FAILED
 
 
