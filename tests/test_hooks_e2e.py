@@ -32,7 +32,9 @@ HOOK = "argocd.argoproj.io/hook"
 POLICY = "argocd.argoproj.io/hook-delete-policy"
 
 
-def hook_job(prefix: str, namespace: str, phase: str, *, fails: bool = False, **notes: str) -> str:
+def hook_job(
+    prefix: str, namespace: str, phase: str, *, fails: bool = False, policy: str = ""
+) -> str:
     """A hook Job as Argo CD's examples write them: generateName, never restarted."""
     labels = {FAILING_POD_LABEL: "true"} if fails else {}
     return yaml.safe_dump(
@@ -42,7 +44,7 @@ def hook_job(prefix: str, namespace: str, phase: str, *, fails: bool = False, **
             "metadata": {
                 "generateName": prefix,
                 "namespace": namespace,
-                "annotations": {HOOK: phase, **notes},
+                "annotations": {HOOK: phase, **({POLICY: policy} if policy else {})},
             },
             "spec": {
                 "backoffLimit": 0,
@@ -123,7 +125,7 @@ def test_presync_runs_before_the_objects_and_postsync_after_they_are_healthy(
             "deploy/shop/settings.yaml": cm("settings", ns, "1"),
             "deploy/shop/db-migrate.yaml": hook_job("db-migrate-", ns, "PreSync"),
             "deploy/shop/warm-cache.yaml": hook_job(
-                "warm-cache-", ns, "Sync", **{POLICY: "HookSucceeded"}
+                "warm-cache-", ns, "Sync", policy="HookSucceeded"
             ),
             "deploy/shop/smoke-test.yaml": hook_job("smoke-test-", ns, "PostSync"),
         }
