@@ -14,8 +14,6 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from syncworker.kube.kinds import group_of
-
 ARGO_HOOK_ANNOTATION = "argocd.argoproj.io/hook"
 HOOK_ANNOTATION = "simple-gitops.io/hook"
 ARGO_DELETE_POLICY_ANNOTATION = "argocd.argoproj.io/hook-delete-policy"
@@ -98,7 +96,7 @@ def hook_key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     name = meta.get("name") or f"{meta.get('generateName', '')}*"
     identity = "/".join(
-        [group_of(obj["apiVersion"]), obj["kind"], meta.get("namespace") or "", name]
+        [obj["apiVersion"].rpartition("/")[0], obj["kind"], meta.get("namespace") or "", name]
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
