@@ -20,6 +20,7 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from syncworker.models import AppliedObject, Cluster, Deployment, Service
+from syncworker.pipeline.diffing import diff_last_deployment
 from tests.support.e2e import cm, finished, make_repo, sync
 from tests.support.gitserver import WorkingCopy
 from tests.support.kubecluster import FAILING_POD_LABEL, KubeClusterEnv
@@ -159,9 +160,12 @@ def test_presync_runs_before_the_objects_and_postsync_after_they_are_healthy(
     assert test["metadata"]["creationTimestamp"] >= available["lastTransitionTime"]
     assert not exists(kube_cluster, ns, f"job/{hooks['Sync']['name']}")
 
-    # Hooks are never inventory: nothing to prune, nothing another service could own.
+    # Hooks are never inventory: nothing to prune, nothing another service could own;
+    # nor are they drift (a diff of the last deployment compares the objects only).
     owned = set(AppliedObject.objects.filter(service=shop).values_list("kind", "name"))
     assert owned == {("Deployment", "api"), ("ConfigMap", "settings")}
+    drift = diff_last_deployment(shop)
+    assert not drift.changed and len(drift.objects) == 2
 
     # The API shows each hook, what it was named and how it ended.
     staff = User.objects.create_user("ops", password="pw", is_staff=True)

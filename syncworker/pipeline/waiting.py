@@ -89,7 +89,8 @@ def check_health(deployment_id: int) -> HealthResult:
         log.warning("health of deployment %s not read: %s", deployment.pk, exc)
         health = Health(UNKNOWN, f"could not read the objects: {exc}")
     result.health, result.message = health.status, health.message
-    record_service_status(deployment.service_id, health=health.status, message=health.message)
+    if deployment.service.wait:  # else only hooks were looked at: no health to tell
+        record_service_status(deployment.service_id, health=health.status, message=health.message)
     output = _with_health(deployment.output, health)
     sync_hooks = hooks.state(records, SYNC)
     if sync_hooks == hooks.FAILED:
