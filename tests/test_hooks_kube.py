@@ -101,11 +101,14 @@ def test_a_hook_the_server_refuses_names_the_object_and_why(
 ) -> None:
     bad = job(kube_namespace, generate="db-migrate-")
     bad["spec"]["template"]["spec"]["restartPolicy"] = "Always"  # a Job refuses it
-    with pytest.raises(HookError) as caught:
-        hooks.start(applyer, 1, "PreSync", [bad])
+    good = job(kube_namespace, generate="seed-")
+    with pytest.raises(hooks.StartFailed) as caught:
+        hooks.start(applyer, 1, "PreSync", [good, bad])
     assert f"Job {kube_namespace}/db-migrate-" in str(caught.value)
     assert "restartPolicy" in str(caught.value)
-    assert jobs(applyer, kube_namespace) == []
+    # The one created before it is recorded, so the failed deployment names it.
+    (created,) = caught.value.records
+    assert [name for name, _ in jobs(applyer, kube_namespace)] == [created["name"]]
 
 
 def test_clean_up_deletes_only_what_the_policy_names(

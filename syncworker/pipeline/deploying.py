@@ -22,7 +22,7 @@ from django.utils import timezone
 from redis.lock import Lock
 
 from syncworker.applyers import applyer_for
-from syncworker.applyers.base import Applyer, ApplyReport, HookError, TransientApplyError
+from syncworker.applyers.base import Applyer, ApplyReport, TransientApplyError
 from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
@@ -162,7 +162,8 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
             # After the last wave: Sync hooks are then waited on with the objects' health.
             try:
                 records += hooks.start(applyer, deployment.pk, SYNC, plan.of(SYNC))
-            except HookError as exc:
+            except hooks.StartFailed as exc:
+                records += exc.records
                 ok, reason = False, Reason.HOOK
                 output = f"Sync hook refused: {exc}\n{output}"
     except TransientApplyError as exc:
@@ -249,8 +250,8 @@ def _pre_sync(
     objects are applied once they all succeeded, by this task sent again."""
     try:
         records = hooks.start(applyer, deployment.pk, PRE_SYNC, plan.of(PRE_SYNC))
-    except HookError as exc:
-        records = hooks.run_sync_fail(applyer, deployment.pk, plan, [])
+    except hooks.StartFailed as exc:
+        records = hooks.run_sync_fail(applyer, deployment.pk, plan, exc.records)
         error = f"PreSync hook refused, nothing applied: {exc}"
         record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
         lifecycle.fail(

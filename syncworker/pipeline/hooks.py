@@ -85,9 +85,24 @@ def start(
     applyer: Applyer, deployment_id: int, phase: str, objects: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Create the hooks of ``phase`` (deleting earlier ones first where the policy says
-    so); their records. HookError names the hook the cluster refused; transient errors
-    propagate (what was created is found again on the next attempt)."""
-    return [_start_one(applyer, deployment_id, phase, obj) for obj in objects]
+    so); their records. StartFailed names the hook the cluster refused and holds the
+    records of those created before it; transient errors propagate (what was created is
+    found again on the next attempt)."""
+    records: list[dict[str, Any]] = []
+    for obj in objects:
+        try:
+            records.append(_start_one(applyer, deployment_id, phase, obj))
+        except HookError as exc:
+            raise StartFailed(str(exc), records) from exc
+    return records
+
+
+class StartFailed(HookError):
+    """A hook was refused; ``records``: the hooks of the phase created before it."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.records = records
 
 
 def _start_one(

@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from syncworker.applyers.base import HookError, TransientApplyError
+from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubeapi import KubeConfigError
 from syncworker.applyers.kuberead import ReadError
 from syncworker.health import HEALTHY, UNKNOWN, Health, assess, summarize
@@ -133,7 +133,8 @@ def _healthy(
         return
     try:
         records = records + hooks.start(applyer, deployment.pk, POST_SYNC, post_sync)
-    except HookError as exc:
+    except hooks.StartFailed as exc:
+        records = records + exc.records
         output = f"{output}\nPostSync hook refused: {exc}"
         _hook_failed(deployment, applyer, POST_SYNC, records, output, result, str(exc))
         return
