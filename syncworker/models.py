@@ -317,6 +317,7 @@ class Deployment(models.Model):
         APPLY = "apply", "Rejected by the cluster"
         PRUNE = "prune", "Prune failed"
         HEALTH = "health", "Objects did not become healthy"
+        HOOK = "hook", "A sync hook failed"
         RETRIES = "retries", "Gave up after retries"
         SUPERSEDED = "superseded", "A newer commit overtook it"
 
@@ -353,6 +354,13 @@ class Deployment(models.Model):
     # Set once the objects are applied and the deployment waits for them to be healthy
     # (still ``applying``, but no longer on the apply queue): the wait ends by then.
     health_deadline = models.DateTimeField(null=True, blank=True, editable=False)
+    # The hooks of this deployment (``syncworker.pipeline.hooks``): one record per hook
+    # object created, with its phase, name, result and whether it was deleted.
+    hooks = models.JSONField(default=list, blank=True, editable=False)
+    # Which hook phase the deployment is in: "" before any, "PreSync" while its PreSync
+    # hooks run (waiting, off the apply queue), "Sync" once they are done (next: the apply,
+    # then the health wait with the Sync hooks), "PostSync" while those run.
+    hook_phase = models.CharField(max_length=8, blank=True, default="", editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -203,13 +203,12 @@ def test_a_chart_left_out_by_exclude_is_not_in_the_way():
     assert refs(result) == [] and len(result.warnings) == 1  # values.yaml, skipped
 
 
-def test_an_object_with_generate_name_and_no_name_is_named_as_a_hook():
-    [error] = errors("argocd-example-apps/pre-post-sync")
-    assert error.startswith(
-        "argocd-example-apps/pre-post-sync/upgrade-sql-schema.yaml: document 1: "
-        "metadata.generateName: 'upgrade-sql-schema' without metadata.name is a hook"
-    )
-    assert "hooks are not supported yet" in error
+def test_argo_cds_pre_post_sync_example_renders_its_hook_outside_the_inventory():
+    result = render("argocd-example-apps/pre-post-sync")
+    # The generateName PreSync Job is in the bundle (to be created), never in the refs.
+    assert refs(result) == ["Service guestbook-ui", "Deployment guestbook-ui"]
+    hook = [o for o in result.bundle.objects if o["kind"] == "Job"]
+    assert hook and hook[0]["metadata"]["generateName"] == "upgrade-sql-schema"
 
 
 def test_a_subdirectory_with_a_kustomization_is_built_as_one_unit_beside_plain_files():

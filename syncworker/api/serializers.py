@@ -152,6 +152,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "pruned_objects",
             "warnings",
             "paths_read",
+            "hooks",
+            "hook_phase",
             "output",
             "error",
             "queued_at",

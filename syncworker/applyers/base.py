@@ -65,6 +65,20 @@ class ApplyReport:
         return cls(ok, output, applied, create_only)
 
 
+class HookError(Exception):
+    """The cluster refused to create, list or delete a hook object (the message says
+    which and why)."""
+
+
+@dataclass(frozen=True)
+class LiveHook:
+    """A hook object found on the cluster by its labels."""
+
+    ref: ObjectRef
+    labels: dict[str, str]
+    deleting: bool = False
+
+
 @dataclass
 class PruneResult:
     ok: bool
@@ -77,6 +91,8 @@ class Applyer(ABC):
     can_prune: bool = False
     #: Whether ``read`` returns live objects (health needs them; file and nokube cannot).
     can_read: bool = False
+    #: Whether hooks can be created, found and deleted (``create_hook`` and friends).
+    can_run_hooks: bool = False
 
     def install(self) -> tuple[bool, str]:
         return True, "nothing to install"
@@ -108,3 +124,16 @@ class Applyer(ABC):
     def read(self, refs: Sequence[ObjectRef]) -> dict[ObjectRef, dict[str, Any] | None]:
         """The live objects, ``None`` for each one not found. Only when ``can_read``."""
         raise NotImplementedError(f"{type(self).__name__} cannot read live objects")
+
+    def create_hook(self, obj: dict[str, Any]) -> ObjectRef:
+        """Create ``obj`` (never apply it); the ref of what the server made. HookError
+        when refused. Only when ``can_run_hooks``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run hooks")
+
+    def find_hooks(self, like: ObjectRef, labels: dict[str, str]) -> list[LiveHook]:
+        """Objects of ``like``'s kind and namespace that carry all of ``labels``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run hooks")
+
+    def delete_hook(self, ref: ObjectRef) -> None:
+        """Delete a hook object and wait until it is gone; HookError when refused."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run hooks")

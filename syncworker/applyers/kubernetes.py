@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from syncworker.applyers import kuberead, kubesend
+from syncworker.applyers import kubehooks, kuberead, kubesend
 from syncworker.applyers.applied import (
     MAX_REMEMBERED,
     Applied,
@@ -39,7 +39,14 @@ from syncworker.applyers.applied import (
     ParsedBundles,
     list_live,
 )
-from syncworker.applyers.base import Applyer, ApplyReport, PruneResult, TransientApplyError
+from syncworker.applyers.base import (
+    Applyer,
+    ApplyReport,
+    HookError,
+    LiveHook,
+    PruneResult,
+    TransientApplyError,
+)
 from syncworker.applyers.kubeapi import (
     Discovery,
     KubeApi,
@@ -64,6 +71,7 @@ WAVE_POLL_SECONDS = 1.0
 class KubernetesApplyer(Applyer):
     can_prune = True
     can_read = True
+    can_run_hooks = True
 
     def __init__(
         self,
@@ -420,6 +428,22 @@ class KubernetesApplyer(Applyer):
     def read(self, refs: Sequence[ObjectRef]) -> dict[ObjectRef, dict[str, Any] | None]:
         api, discovery, namespace = self._connect()
         return kuberead.read(api, discovery, namespace, refs, max_workers=self.max_workers)
+
+    def _hooks(self) -> tuple[KubeApi, Locator]:
+        try:
+            api, discovery, namespace = self._connect()
+        except KubeConfigError as exc:
+            raise HookError(str(exc)) from exc
+        return api, Locator(discovery, namespace)
+
+    def create_hook(self, obj: dict[str, Any]) -> ObjectRef:
+        return kubehooks.create(*self._hooks(), obj)
+
+    def find_hooks(self, like: ObjectRef, labels: dict[str, str]) -> list[LiveHook]:
+        return kubehooks.find(*self._hooks(), like, labels)
+
+    def delete_hook(self, ref: ObjectRef) -> None:
+        kubehooks.delete(*self._hooks(), ref, timeout=self.timeout)
 
 
 def _defined_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from syncworker.kube.hooks import is_hook
 from syncworker.kube.kinds import (
     BUILTIN_GROUPS,
     CLUSTER_SCOPED_KINDS,
@@ -62,8 +63,13 @@ def _check(obj: object, index: int) -> None:
     meta = obj.get("metadata")
     if not obj.get("apiVersion") or not obj.get("kind"):
         raise ValueError(f"document {index} has no apiVersion or kind")
-    if not isinstance(meta, dict) or not meta.get("name"):
+    if not isinstance(meta, dict) or not (meta.get("name") or _named_hook(obj)):
         raise ValueError(f"document {index} ({obj['kind']}) has no metadata.name")
+
+
+def _named_hook(obj: dict[str, Any]) -> bool:
+    """A hook may be named by ``generateName`` alone: the server names it on creation."""
+    return is_hook(obj) and bool((obj.get("metadata") or {}).get("generateName"))
 
 
 def is_create_only(obj: dict[str, Any]) -> bool:

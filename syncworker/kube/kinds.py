@@ -166,7 +166,7 @@ def apply_order_key(obj: dict[str, Any]) -> tuple[int, str, str, str, str]:
         apply_rank(obj["apiVersion"], obj["kind"]),
         obj["kind"],
         meta.get("namespace") or "",
-        meta["name"],
+        meta.get("name") or meta["generateName"],  # a hook may be named by its prefix
         obj["apiVersion"],
     )
 

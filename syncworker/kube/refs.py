@@ -17,8 +17,10 @@ class ObjectRef:
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        """A hook named by ``generateName`` alone is referred to by that prefix."""
         meta = obj.get("metadata") or {}
-        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
+        name = meta.get("name") or meta["generateName"]
+        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace") or "", name)
 
     @property
     def group(self) -> str:

@@ -2,6 +2,8 @@
 
     poll ──▶ fetch ──▶ apply ──▶ check_health (again until done) ──▶ notify
     polling  fetching  deploying  waiting                           notify
+                         ▲            │ PreSync hooks succeeded
+                         └────────────┘
 
     check_drift ──▶ (self_heal: apply)         drift, on its own schedule per service
 
@@ -47,6 +49,8 @@ def check_health(deployment_id: int) -> waiting.HealthResult:
     result = waiting.check_health(deployment_id)
     if result.again_in is not None:
         handoff.check_health(deployment_id, countdown=result.again_in)
+    if result.apply_next:  # the PreSync hooks succeeded: now the objects
+        handoff.apply(deployment_id)
     return result
 
 

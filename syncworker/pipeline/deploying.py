@@ -23,9 +23,10 @@ from redis.lock import Lock
 
 from syncworker.applyers import applyer_for
 from syncworker.applyers.base import Applyer, ApplyReport, TransientApplyError
+from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
-from syncworker.pipeline import handoff, inventory, lifecycle
+from syncworker.pipeline import handoff, hooks, inventory, lifecycle
 from syncworker.pipeline.redisconn import redis_client
 from syncworker.pipeline.status import record_service_status
 
@@ -142,9 +143,13 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
     desired = inventory.refs_from_json(deployment.applied_objects)
     reason = Reason.APPLY
     report: ApplyReport | None = None
+    plan = hooks.plan_of(deployment.bundle)
+    records = list(deployment.hooks)
     try:
         applyer = applyer_of(cluster)
-        report = applyer.apply_bundle(deployment.bundle)
+        if plan.of(PRE_SYNC) and not deployment.hook_phase and applyer.can_run_hooks:
+            return _pre_sync(deployment, applyer, plan, result)
+        report = applyer.apply_bundle(plan.yaml)
         ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
         stale = inventory.stale(service, cluster, desired) if ok else []
@@ -153,6 +158,14 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
             output = f"{output}\n{prune.output}".strip()
             pruned, ok = prune.pruned, prune.ok
             reason = Reason.PRUNE
+        if ok and plan.of(SYNC) and applyer.can_run_hooks:
+            # After the last wave: Sync hooks are then waited on with the objects' health.
+            try:
+                records += hooks.start(applyer, deployment.pk, SYNC, plan.of(SYNC))
+            except hooks.StartFailed as exc:
+                records += exc.records
+                ok, reason = False, Reason.HOOK
+                output = f"Sync hook refused: {exc}\n{output}"
     except TransientApplyError as exc:
         # The retry may never come (a newer commit, the retry budget): what reached the
         # cluster is recorded now.
@@ -177,13 +190,20 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
                 last_applied_tree=deployment.tree_sha,
                 last_applied_at=finished_at,
             )
-            _applied(deployment, applyer, output=output, pruned=pruned)
+            _applied(deployment, applyer, plan, records, output=output, pruned=pruned)
         else:
             # Whatever reached the cluster is in the inventory, whatever the outcome.
             arrived = set(report.applied) - never if report is not None else set()
             inventory.add(service, cluster, arrived, deployment, removed=pruned)
+            if reason != Reason.INSTALL:
+                records = hooks.run_sync_fail(applyer, deployment.pk, plan, records)
             lifecycle.fail(
-                deployment.pk, reason, _first_lines(output), output=output, pruned=pruned
+                deployment.pk,
+                reason,
+                _first_lines(output),
+                output=_with_hooks(output, records),
+                pruned=pruned,
+                hooks=records,
             )
             record_service_status(service.pk, sync_status=Service.SyncStatus.FAILED)
     result.status = Status.SUCCEEDED if ok else Status.FAILED
@@ -191,22 +211,63 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
 
 
 def _applied(
-    deployment: Deployment, applyer: Applyer, *, output: str, pruned: list[ObjectRef]
+    deployment: Deployment,
+    applyer: Applyer,
+    plan: hooks.Plan,
+    records: list[dict[str, object]],
+    *,
+    output: str,
+    pruned: list[ObjectRef],
 ) -> None:
-    """Everything reached the cluster: succeed now, or wait for health off this queue."""
+    """Everything reached the cluster: succeed now, or wait for health (and the Sync and
+    PostSync hooks, which are always waited for) off this queue."""
     service = deployment.service
     record_service_status(service.pk, sync_status=Service.SyncStatus.SYNCED)
-    if not (service.wait and applyer.can_read):
+    runs_hooks = applyer.can_run_hooks and bool(plan.of(SYNC) or plan.of(POST_SYNC))
+    if plan.hooks and not applyer.can_run_hooks:
+        output = f"{output}\nhooks not run: the {type(applyer).__name__} cannot create them"
+    if not (service.wait and applyer.can_read) and not runs_hooks:
         if not applyer.can_read:
             record_service_status(
                 service.pk, health=Service.Health.UNKNOWN, message="applyer cannot read objects"
             )
-        lifecycle.succeed(deployment.pk, output=output, pruned=pruned)
+        lifecycle.succeed(
+            deployment.pk, output=_with_hooks(output, records), pruned=pruned, hooks=records
+        )
         return
     deadline = timezone.now() + timedelta(seconds=service.health_timeout)
     record_service_status(service.pk, health=Service.Health.PROGRESSING, message="")
-    lifecycle.await_health(deployment.pk, deadline=deadline, output=output, pruned=pruned)
+    lifecycle.await_health(
+        deployment.pk, deadline=deadline, output=output, pruned=pruned, hooks=records
+    )
     handoff.check_health(deployment.pk)
+
+
+def _pre_sync(
+    deployment: Deployment, applyer: Applyer, plan: hooks.Plan, result: ApplyResult
+) -> ApplyResult:
+    """Create the PreSync hooks and wait for them off this queue (``waiting``); the
+    objects are applied once they all succeeded, by this task sent again."""
+    try:
+        records = hooks.start(applyer, deployment.pk, PRE_SYNC, plan.of(PRE_SYNC))
+    except hooks.StartFailed as exc:
+        records = hooks.run_sync_fail(applyer, deployment.pk, plan, exc.records)
+        error = f"PreSync hook refused, nothing applied: {exc}"
+        record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
+        lifecycle.fail(
+            deployment.pk, Reason.HOOK, error, output=_with_hooks(error, records), hooks=records
+        )
+        result.status, result.error = Status.FAILED, error
+        return result
+    deadline = timezone.now() + timedelta(seconds=deployment.service.health_timeout)
+    lifecycle.await_pre_sync(deployment.pk, deadline=deadline, hooks=records)
+    handoff.check_health(deployment.pk)
+    result.status = Status.APPLYING
+    return result
+
+
+def _with_hooks(output: str, records: list[dict[str, object]]) -> str:
+    return f"{output}\n{hooks.report(records)}".strip() if records else output
 
 
 def _owned_elsewhere(deployment: Deployment, cluster: Cluster) -> str:

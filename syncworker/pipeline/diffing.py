@@ -19,7 +19,7 @@ from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubeapi import KubeConfigError
 from syncworker.applyers.kubediff import PRUNED, UNCHANGED, DiffError, ObjectDiff
 from syncworker.models import Cluster, Deployment, Service
-from syncworker.pipeline import inventory
+from syncworker.pipeline import hooks, inventory
 from syncworker.pipeline.deploying import InstallError, applyer_of
 from syncworker.pipeline.fetching import render_at, render_message
 from syncworker.render import RenderError
@@ -148,7 +148,8 @@ def diff_bundle(
     what the inventory holds that the bundle does not."""
     try:
         applyer = applyer_of(cluster)
-        objects = applyer.diff(bundle_yaml)
+        # Hooks are created anew by each sync: nothing to compare them with.
+        objects = applyer.diff(hooks.plan_of(bundle_yaml).yaml)
     except (TransientApplyError, KubeConfigError, InstallError) as exc:
         raise DiffFailed(f"cluster {cluster.name}: {exc}", unreachable=True) from exc
     except NotImplementedError as exc:

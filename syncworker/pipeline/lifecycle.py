@@ -1,12 +1,14 @@
 """The Deployment's lifecycle, in one place:
 
     queued ──▶ applying ──▶ succeeded | failed | superseded
-       │          └─▶ applying, waiting for health ──▶ succeeded | failed | superseded
+       │          ├─▶ applying, waiting for PreSync hooks ──▶ applying (apply next) | failed
+       │          └─▶ applying, waiting for health (and Sync hooks)
+       │                 └─▶ applying, waiting for PostSync hooks ──▶ succeeded | failed
        └───────────────────▶ failed | superseded   (before touching a cluster)
 
-Waiting for health keeps the status ``applying`` (to API readers the deployment is still
-in flight) and sets ``health_deadline``: the apply queue and the recovery sweep leave it
-alone, and the ``health`` queue decides its end.
+Waiting for health or hooks keeps the status ``applying`` (to API readers the deployment
+is still in flight) and sets ``health_deadline``: the apply queue and the recovery sweep
+leave it alone, and the ``health`` queue decides its end. ``hook_phase`` says which wait.
 
 Every transition is a conditional update on the row's current state, so two workers
 (a redelivered task, the sweep, a second apply worker) can never both make it; each
@@ -24,6 +26,7 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment
 from syncworker.pipeline import handoff, metrics
@@ -88,17 +91,63 @@ def back_to_queue(deployment_id: int, error: str) -> bool:
 
 
 def await_health(
-    deployment_id: int, *, deadline: Any, output: str = "", pruned: Sequence[ObjectRef] = ()
+    deployment_id: int,
+    *,
+    deadline: Any,
+    output: str = "",
+    pruned: Sequence[ObjectRef] = (),
+    hooks: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """applying -> applying, waiting for its objects to be healthy until ``deadline``."""
+    """applying -> applying, waiting for its objects (and its Sync hooks, ``hooks``) to
+    be healthy until ``deadline``."""
     fields: dict[str, Any] = {"health_deadline": deadline, "output": output[-MAX_OUTPUT:]}
     if pruned:
         fields["pruned_objects"] = refs_to_json(pruned)
+    if hooks is not None:
+        fields["hooks"], fields["hook_phase"] = hooks, SYNC
     return bool(
         Deployment.objects.filter(
             pk=deployment_id, status=Status.APPLYING, health_deadline=None
         ).update(**fields)
     )
+
+
+def await_pre_sync(deployment_id: int, *, deadline: Any, hooks: list[dict[str, Any]]) -> bool:
+    """applying -> applying, waiting for its PreSync hooks (created, nothing else
+    applied) until ``deadline``, off the apply queue."""
+    return bool(
+        Deployment.objects.filter(
+            pk=deployment_id, status=Status.APPLYING, health_deadline=None, hook_phase=""
+        ).update(health_deadline=deadline, hook_phase=PRE_SYNC, hooks=hooks)
+    )
+
+
+def pre_sync_done(deployment_id: int, *, hooks: list[dict[str, Any]]) -> bool:
+    """PreSync hooks succeeded -> applying, for the apply queue to apply the objects (the
+    sweep re-sends the apply should its message be lost, as for any applying row)."""
+    return bool(
+        Deployment.objects.filter(
+            pk=deployment_id, status=Status.APPLYING, hook_phase=PRE_SYNC
+        ).update(health_deadline=None, hook_phase=SYNC, hooks=hooks)
+    )
+
+
+def await_post_sync(
+    deployment_id: int, *, deadline: Any, hooks: list[dict[str, Any]], output: str
+) -> bool:
+    """Healthy, Sync hooks done -> applying, waiting for its PostSync hooks."""
+    return bool(
+        Deployment.objects.filter(pk=deployment_id, status=Status.APPLYING, hook_phase=SYNC)
+        .exclude(health_deadline=None)
+        .update(
+            health_deadline=deadline, hook_phase=POST_SYNC, hooks=hooks, output=output[-MAX_OUTPUT:]
+        )
+    )
+
+
+def record_hooks(deployment_id: int, hooks: list[dict[str, Any]]) -> bool:
+    """What the hooks of an active deployment did so far."""
+    return bool(Deployment.objects.filter(pk=deployment_id, status__in=ACTIVE).update(hooks=hooks))
 
 
 def succeed(

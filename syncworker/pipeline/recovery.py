@@ -11,8 +11,10 @@ whenever a deployment *may* have lost its message:
   lease has expired, not after the visibility timeout;
 - the broker lost its data (our epoch marker in Redis is gone): every deployment that is
   not final gets its next task again;
-- ``applying`` and waiting for health more than a minute past its deadline: its check
-  was lost (a live wait ends at the deadline), so the check is sent again;
+- ``applying`` and waiting for health or for its PreSync or PostSync hooks more than a
+  minute past its deadline: its check was lost (a live wait ends at the deadline), so the
+  check is sent again; a deployment whose PreSync hooks succeeded is ``applying`` with no
+  wait and no lease until the apply task takes it, so a lost apply is the case above;
 - per cluster with a free lease, the oldest rendered deployment waiting longer than
   ``STALLED_SECONDS``, and any deployment waiting for its fetch longer than the task time
   limit: a message stuck with a dead worker or dropped on the way.

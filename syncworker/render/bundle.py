@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from syncworker.kube import kinds
+from syncworker.kube import hooks, kinds
 from syncworker.kube.refs import ObjectRef
 from syncworker.render import mutate, stateless, validate
 from syncworker.render.base import Document, RenderError, RenderOptions
@@ -45,7 +45,8 @@ _Dumper.add_representer(str, _represent_str)
 @dataclass(frozen=True)
 class Bundle:
     """The objects to apply, in apply order, and their YAML; ``digest`` is the sha256 of
-    ``yaml``, ``refs`` name the objects for the inventory. ``warnings`` name what was
+    ``yaml``, ``refs`` name the objects for the inventory (hooks are created per
+    deployment, never owned, so they are not among them). ``warnings`` name what was
     skipped (a YAML document that is no Kubernetes object), for the deployment record."""
 
     objects: tuple[dict[str, Any], ...]
@@ -91,7 +92,7 @@ def make_bundle(objects: Sequence[dict[str, Any]], warnings: Sequence[str] = ())
         objects=tuple(objects),
         yaml=text,
         digest=hashlib.sha256(text.encode()).hexdigest(),
-        refs=tuple(ObjectRef.of(obj) for obj in objects),
+        refs=tuple(ObjectRef.of(obj) for obj in objects if not hooks.is_hook(obj)),
         warnings=tuple(warnings),
     )
 

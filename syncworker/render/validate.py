@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from syncworker.kube import kinds, waves
+from syncworker.kube import hooks, kinds, waves
 from syncworker.kube.names import DNS_SUBDOMAIN, is_dns_label, is_dns_subdomain
 from syncworker.render.base import Document, RenderOptions, field_path
 
@@ -91,9 +91,11 @@ def check_documents(documents: Sequence[Document], *, namespace: str, errors: li
         own = meta.get("namespace") or ""
         if not own and kinds.is_namespaced(obj["apiVersion"], obj["kind"], scopes):
             own = namespace
-        key = (kinds.group_of(obj["apiVersion"]), obj["kind"], own, meta["name"])
+        # A hook named by generateName is one object per prefix: two would be ambiguous.
+        name = meta.get("name") or f"{meta['generateName']}*"
+        key = (kinds.group_of(obj["apiVersion"]), obj["kind"], own, name)
         if key in seen:
-            ref = f"{obj['kind']} {own}/{meta['name']}" if own else f"{obj['kind']} {meta['name']}"
+            ref = f"{obj['kind']} {own}/{name}" if own else f"{obj['kind']} {name}"
             errors.append(f"{doc.place}: {ref}: also defined at {seen[key].place} {DUPLICATE_HINT}")
         else:
             seen[key] = doc
@@ -115,18 +117,19 @@ def _check_object(obj: Any, scopes: dict[tuple[str, str], str]) -> list[str]:
         problems.append("kind: required")
     elif not isinstance(kind, str) or not _KIND.fullmatch(kind):
         problems.append(f"kind: {kind!r} is not a CamelCase kind (like ConfigMap)")
-    problems.extend(_check_metadata(obj.get("metadata")))
+    problems.extend(_check_metadata(obj.get("metadata"), hook=hooks.is_hook(obj)))
     if problems:
         return problems
-    try:
-        waves.wave_of(obj)
-    except ValueError as exc:
-        problems.append(str(exc))
+    for check in (waves.wave_of, hooks.phases_of, hooks.delete_policies_of):
+        try:
+            check(obj)
+        except ValueError as exc:
+            problems.append(str(exc))
     meta = obj["metadata"]
     if meta.get("namespace") and not kinds.is_namespaced(obj["apiVersion"], obj["kind"], scopes):
         problems.append(f"metadata.namespace: must not be set, {kind} is cluster-scoped")
-    if kind == "Namespace" and not is_dns_label(meta["name"]):
-        problems.append(f"metadata.name: {meta['name']!r} is not a DNS-1123 label")
+    if kind == "Namespace" and not is_dns_label(meta.get("name") or ""):
+        problems.append(f"metadata.name: {meta.get('name')!r} is not a DNS-1123 label")
     if kinds.is_crd(obj):
         problems.extend(_check_crd(obj))
     if (path := kinds.pod_spec_path(obj)) is not None:
@@ -139,18 +142,24 @@ def _is_api_version(value: str) -> bool:
     return match is not None and len(match.group("group") or "") <= 253
 
 
-def _check_metadata(meta: Any) -> list[str]:
+def _check_metadata(meta: Any, *, hook: bool = False) -> list[str]:
+    """``hook``: the object is a hook, created anew on each sync, so it may be named by
+    ``generateName`` alone."""
     if meta is None:
         return ["metadata: required"]
     if not isinstance(meta, dict):
         return [f"metadata: must be a mapping, not {type_name(meta)}"]
     problems = []
     name = meta.get("name")
-    if (name is None or name == "") and meta.get("generateName"):
+    prefix = meta.get("generateName")
+    if (name is None or name == "") and prefix and hook:
+        problems.extend(_check_generate_name(prefix))
+    elif (name is None or name == "") and prefix:
         problems.append(
-            f"metadata.generateName: {meta['generateName']!r} without metadata.name is a hook "
-            "(an Argo CD or Helm hook Job, created anew on each sync); hooks are not "
-            "supported yet: give it a metadata.name or leave it out"
+            f"metadata.generateName: {prefix!r} without metadata.name is a hook "
+            "(an Argo CD or Helm hook Job, created anew on each sync), but the object has "
+            f"no {hooks.ARGO_HOOK_ANNOTATION} annotation: give it a metadata.name, or "
+            "annotate it as a hook"
         )
     elif name is None or name == "":
         problems.append("metadata.name: required")
@@ -168,6 +177,18 @@ def _check_metadata(meta: Any) -> list[str]:
     problems.extend(_check_string_map(meta, "labels", is_label=True))
     problems.extend(_check_string_map(meta, "annotations", is_label=False))
     return problems
+
+
+def _check_generate_name(prefix: Any) -> list[str]:
+    if not isinstance(prefix, str):
+        return [f"metadata.generateName: must be a string, not {type_name(prefix)}"]
+    # The server appends 5 characters and needs a valid name: keep room for them.
+    if len(prefix) > MAX_NAME_LENGTH - 5 or _BAD_NAME_CHARS.search(prefix):
+        return [
+            f"metadata.generateName: {prefix!r} is not a valid name prefix "
+            f"(no '/', '%' or spaces, at most {MAX_NAME_LENGTH - 5} characters)"
+        ]
+    return []
 
 
 def _check_string_map(meta: dict[str, Any], field: str, *, is_label: bool) -> list[str]:

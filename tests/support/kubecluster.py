@@ -13,7 +13,9 @@ loopback, with credentials of their own as a real cluster gives them:
   TokenRequest token signed by the server's key), managing the Node objects created here with
   its annotation. Its stages are kwokctl's defaults (nodes become Ready and renew their leases;
   pods become Running and Ready, Jobs' pods complete, deleted pods go) plus its volume stages
-  (a claim on the default ``kwok-volume`` StorageClass is provisioned and bound).
+  (a claim on the default ``kwok-volume`` StorageClass is provisioned and bound) and one of its
+  chaos stages: a pod labelled ``FAILING_POD_LABEL=true`` fails with exit code 1, so a Job
+  whose pod template carries the label fails (a failing hook).
 
 No container runs: images are never pulled and probes are never called; a pod is Ready as soon
 as kwok marks it so. Pod IPs are fake (10.244.0.0/16) and nothing routes to them; every node's
@@ -35,6 +37,7 @@ from typing import IO, Any
 import requests
 
 from tests.support.kubeenv import (
+    TESTENV_DIR,
     KubeTestEnv,
     KubeTestEnvError,
     _free_ports,
@@ -56,6 +59,9 @@ POD_CIDR = "10.244.0.0/16"
 NODE_IP = "127.0.0.1"
 NODE_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
 KWOK_TOKEN_SECONDS = 7 * 24 * 3600
+# kwok's chaos stage, kept in the repository: a pod labelled FAILING_POD_LABEL=true fails.
+FAILING_POD_STAGE = TESTENV_DIR / "stages" / "pod-container-running-failed.yaml"
+FAILING_POD_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 
 
 @dataclass
@@ -323,6 +329,7 @@ class KubeClusterEnv(KubeTestEnv):
             [
                 f"--kubeconfig={kwok_kubeconfig}",
                 f"--config={self.kwok_dir / 'stages.yaml'}",
+                f"--config={FAILING_POD_STAGE}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector="
                 f"{KWOK_NODE_ANNOTATION}={KWOK_NODE_ANNOTATION_VALUE}",
