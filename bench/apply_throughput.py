@@ -1,16 +1,16 @@
 """3. Apply throughput: our default applyer against ``kubectl apply --server-side``.
 
 One service of 1,000 objects (400 ConfigMaps, 300 Deployments, 300 headless Services),
-rendered as the product renders a service's bundle (our labels and commit annotation
-added), in 20 files of 50 documents, applied to a fresh namespace each run of a real
-kube-apiserver: by ``KubernetesApplyer.apply`` (this process, a new applyer each run, the
-files joined into one bundle) and by ``kubectl apply --server-side -f`` the 20 files
-(kubectl built at the server's version), runs alternating after one uncounted warm-up run
-of each. Then the unchanged bundle again: the same applyer instance applies it a second
-time (and kubectl the same files again, for comparison). CPU seconds of the applying
-process and of the apiserver are read from /proc around each run, and the requests the
-apiserver served from its own metrics. A last, separate run of ours is profiled with a
-sampling profiler over its applying threads.
+rendered as the product renders a service's bundle (our labels added), in 20 files of 50
+documents, applied to a fresh namespace each run of a real kube-apiserver: by
+``KubernetesApplyer.apply`` (this process, a new applyer each run, the files joined into
+one bundle) and by ``kubectl apply --server-side -f`` the 20 files (kubectl built at the
+server's version), runs alternating after one uncounted warm-up run of each. Then the
+unchanged bundle again: the same applyer instance applies it a second time (and kubectl
+the same files again, for comparison). CPU seconds of the applying process and of the
+apiserver are read from /proc around each run, and the requests the apiserver served from
+its own metrics. A last, separate run of ours is profiled with a sampling profiler over
+its applying threads.
 
 Targets: ours >= 3x faster than kubectl; re-sync <= 10% of the full apply.
 """
@@ -267,8 +267,8 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def _rendered(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The objects as the product renders a service's bundle: our labels and the commit
-    annotation added, in apply order. No namespace: each run names its own."""
+    """The objects as the product renders a service's bundle: our labels added, in
+    apply order. No namespace: each run names its own."""
     from syncworker.render import RenderOptions, render_bundle
     from syncworker.sources.base import SourceFile
 
