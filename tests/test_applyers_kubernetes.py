@@ -523,7 +523,7 @@ def test_a_field_changed_by_hand_is_taken_back_by_the_next_resync(
     assert ok, output
     assert outcome(output) == expected(objects, objects[2])
     assert patched(sent) == [object_path(objects[2])]
-    assert dry_run(sent) == [object_path(objects[2])]
+    assert dry_run(sent) == [], "one object to write: its apply is its validation"
     assert kube_get(kube_api_client, object_path(objects[2]))["data"]["greeting"] == "hello"
     # Our apply bumped the resourceVersion once more; that one is remembered.
     sent.clear()
@@ -575,13 +575,59 @@ def test_a_changed_object_of_the_bundle_is_applied_and_the_others_skipped(
     assert ok, output
     assert outcome(output) == expected(objects, deployment)
     assert output.splitlines()[-1].startswith(f"1 objects applied, {len(objects) - 1} unchanged")
-    assert patched(sent) == dry_run(sent) == [object_path(deployment)]
+    assert patched(sent) == [object_path(deployment)]
+    assert dry_run(sent) == [], "one object to write: its apply is its validation"
     after = live_versions(kube_api_client, objects)
     assert after[object_path(deployment)] != before[object_path(deployment)]
     assert {p: v for p, v in after.items() if p != object_path(deployment)} == {
         p: v for p, v in before.items() if p != object_path(deployment)
     }
     assert kube_get(kube_api_client, object_path(deployment))["spec"]["replicas"] == 3
+
+
+@pytest.mark.kube
+def test_two_objects_to_write_are_dry_run_first_and_one_rejected_applies_neither(
+    applyer: KubernetesApplyer,
+    kube_namespace: str,
+    kube_api_client: client.ApiClient,
+    sent: list[Sent],
+) -> None:
+    objects = service_objects(kube_namespace)
+    assert applyer.apply(to_yaml(objects))[0]
+    settings, deployment = objects[1], objects[6]
+    settings["data"]["greeting"] = "bonjour"
+    deployment["spec"]["replicas"] = "three"  # rejected by the server
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert not ok
+    assert str(ObjectRef.of(deployment)) in output
+    assert dry_run(sent) == sorted([object_path(settings), object_path(deployment)])
+    assert patched(sent) == []
+    assert kube_get(kube_api_client, object_path(settings))["data"]["greeting"] == "hello"
+
+    deployment["spec"]["replicas"] = 3
+    sent.clear()
+    ok, output = applyer.apply(to_yaml(objects))
+    assert ok, output
+    assert (
+        patched(sent) == dry_run(sent) == sorted([object_path(settings), object_path(deployment)])
+    )
+
+
+@pytest.mark.kube
+def test_a_single_object_to_write_in_a_missing_namespace_names_the_namespace(
+    applyer: KubernetesApplyer, kube_namespace: str
+) -> None:
+    missing = f"{kube_namespace}-missing"
+    config = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": "lonely", "namespace": missing, "labels": labels()}}  # fmt: skip
+
+    ok, output = applyer.apply(to_yaml([config]))
+
+    assert not ok
+    assert f"namespace '{missing}' does not exist; needed by ConfigMap {missing}/lonely" in output
 
 
 @pytest.mark.kube

@@ -36,7 +36,7 @@ from syncworker.kube.labels import (
     MANAGED_BY_VALUE,
     SERVICE_LABEL,
 )
-from syncworker.models import Cluster, Deployment, Repository, Service
+from syncworker.models import AppliedObject, Cluster, Deployment, Repository, Service
 from syncworker.render.kustomize import kubectl_binary
 from syncworker.tasks import poll_repository
 from tests.support.e2e import finished, sync
@@ -194,7 +194,8 @@ def assert_exactly(
 ) -> None:
     """The objects in the namespaces are exactly those expected (service -> objects; a
     service's objects without a namespace land in ``namespaces[service]``), each with
-    every field the reference gives, its own labels plus ours, and the commit."""
+    every field the reference gives, its own labels plus ours; the commit is on the
+    inventory row of each object (its deployment), not on the object."""
     wanted: dict[Key, tuple[str, dict[str, Any]]] = {}
     for service, objects in expected.items():
         for obj in objects:
@@ -206,12 +207,17 @@ def assert_exactly(
         got = there[key]
         ours = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SERVICE_LABEL: service}
         assert got["metadata"].get("labels") == {**want["metadata"].get("labels", {}), **ours}
-        assert got["metadata"]["annotations"][COMMIT_ANNOTATION] == commits[service]
+        assert COMMIT_ANNOTATION not in (got["metadata"].get("annotations") or {}), key
         for annotation, value in want["metadata"].get("annotations", {}).items():
             assert got["metadata"]["annotations"][annotation] == value, key
         for field, value in want.items():
             if field not in ("apiVersion", "kind", "metadata"):
                 assert_within(value, got.get(field), f"{key}.{field}")
+    rows = AppliedObject.objects.filter(service__name__in=commits).select_related("deployment")
+    recorded = {(r.kind, r.namespace, r.name): r.deployment for r in rows}
+    for key, (service, _) in wanted.items():
+        deployment = recorded.get(key)
+        assert deployment is not None and deployment.commit_sha == commits[service], key
 
 
 def assert_within(want: Any, got: Any, where: str) -> None:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubeapi import KubeApi, Resource
 from syncworker.applyers.manifests import is_create_only, load_objects, phase_of
 from syncworker.kube.kinds import group_of
@@ -173,21 +174,41 @@ class AppliedObjects:
 
 @dataclass
 class Listing:
-    """What one labelled LIST found: name -> (resourceVersion, uid); ``problem`` when the
-    list could not be read to the end (the objects it did not show are then applied)."""
+    """What one labelled LIST found: name -> (resourceVersion, uid), and with ``full`` the
+    objects themselves by name; ``problem`` when the list could not be read to the end (the
+    objects it did not show are then applied)."""
 
     live: dict[str, tuple[str, str]] = field(default_factory=dict)
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     problem: str | None = None
 
 
-def list_live(api: KubeApi, resource: Resource, namespace: str, selector: str) -> Listing:
-    """Every object of ``resource`` in ``namespace`` carrying ``selector``, page by page."""
+def same_as_live(answer: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Whether a dry run's answer is the live object as a LIST showed it, to the last
+    field (resourceVersion and managedFields included): then the apply would change
+    nothing. The items of a LIST carry no apiVersion and kind."""
+
+    def bare(obj: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in obj.items() if key not in ("apiVersion", "kind")}
+
+    return bare(answer) == bare(live)
+
+
+def list_live(
+    api: KubeApi, resource: Resource, namespace: str, selector: str, *, full: bool = False
+) -> Listing:
+    """Every object of ``resource`` in ``namespace`` carrying ``selector``, page by page;
+    metadata only unless ``full``."""
     path = resource.collection(namespace)
     query = {"labelSelector": selector, "limit": str(LIST_PAGE_SIZE)}
-    accept = METADATA_LIST_ACCEPT
+    accept = "application/json" if full else METADATA_LIST_ACCEPT
     listing = Listing()
     while True:
-        response = api.request("GET", path, query=query, accept=accept)
+        try:
+            response = api.request("GET", path, query=query, accept=accept)
+        except TransientApplyError as exc:  # a CRD just made may not be listable yet
+            listing.problem = str(exc)
+            return listing
         if response.status == 406 and accept != "application/json":
             accept = "application/json"  # refused despite the fallback in Accept: plain list
             continue
@@ -206,6 +227,8 @@ def list_live(api: KubeApi, resource: Resource, namespace: str, selector: str) -
             name, version, uid = meta.get("name"), meta.get("resourceVersion"), meta.get("uid")
             if name and version and uid:
                 listing.live[name] = (version, uid)
+                if full:
+                    listing.objects[name] = item
         token = (body.get("metadata") or {}).get("continue")
         if not token:
             return listing

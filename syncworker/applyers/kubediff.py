@@ -2,11 +2,12 @@
 
 For each object of a bundle the server is asked twice: a GET of the live object, and the
 server-side apply as a dry run under our field manager with force (exactly what a sync
-sends). Both answers are normalised (server bookkeeping, status and our commit annotation
-dropped) and compared; what differs is what the apply would change. Letting the dry run
-decide is what keeps fields other managers own out of the diff: a field we do not send
-(an HPA's ``spec.replicas``) comes back from the dry run as it is live, so it never
-differs. A missing object is ``created``; create-only objects are only ever created.
+sends). Both answers are normalised (server bookkeeping, status and the commit annotation
+earlier versions stamped dropped) and compared; what differs is what the apply would
+change. Letting the dry run decide is what keeps fields other managers own out of the
+diff: a field we do not send (an HPA's ``spec.replicas``) comes back from the dry run as
+it is live, so it never differs. A missing object is ``created``; create-only objects are
+only ever created.
 
 Secret values are masked before any text is made: a value that would change shows as
 ``(hidden)`` on one side and ``(hidden, changed)`` on the other.
@@ -73,7 +74,8 @@ class DiffError(Exception):
 
 
 def normalise(obj: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``obj`` without what the server writes on its own or we stamp per commit."""
+    """A copy of ``obj`` without what the server writes on its own or we stamped per
+    commit before (objects applied by earlier versions carry it until their next apply)."""
     obj = copy.deepcopy(obj)
     obj.pop("status", None)
     meta = obj.get("metadata")

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from syncworker.applyers.applied import Key, Manifest, key_of
 from syncworker.applyers.kubeapi import Discovery, Resource
@@ -112,6 +112,11 @@ class Progress:
     reached: list[ObjectRef] = field(default_factory=list)
     #: Bundle places of the create-only objects a dry run found already there.
     existing: set[int] = field(default_factory=set)
+    #: Live objects by bundle place, of the objects we do not remember applying: their
+    #: dry runs are compared with them.
+    live: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Bundle places of the objects whose dry run changed nothing: not applied.
+    same: set[int] = field(default_factory=set)
     _lines: dict[tuple[int, int], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

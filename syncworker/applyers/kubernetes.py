@@ -19,11 +19,16 @@ A re-sync of an unchanged bundle is cheap: the applyer remembers what it last ap
 each object (see :mod:`syncworker.applyers.applied`), and an object whose body has not
 changed is skipped, neither dry-run nor applied, when one labelled LIST per kind and
 namespace shows that nobody wrote to it since. Drift made by hand bumps the
-resourceVersion, so the object is applied again and the drift corrected.
+resourceVersion, so the object is applied again and the drift corrected. An object this
+process does not remember (a new worker, another worker) is dry-run and, as Flux's ssa
+manager does, applied only when the dry run's answer differs from the live object the
+same LIST brought. When a single object is left to write, it is applied at once: its
+apply is its validation, and no other object can be half-applied beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +43,7 @@ from syncworker.applyers.applied import (
     Manifest,
     ParsedBundles,
     list_live,
+    same_as_live,
 )
 from syncworker.applyers.base import (
     Applyer,
@@ -52,7 +58,6 @@ from syncworker.applyers.kubeapi import (
     KubeApi,
     KubeConfigError,
     Resource,
-    Response,
     load_configuration,
 )
 from syncworker.applyers.kubediff import DiffError, ObjectDiff, diff_manifests
@@ -175,6 +180,17 @@ class KubernetesApplyer(Applyer):
         only if every check before it passed."""
         jobs, unserved = self._locate(Locator(discovery, namespace), enumerate(objects), done)
         todo = self._skip_unchanged(pool, api, jobs, done)
+        if (
+            len(todo) == 1
+            and not unserved
+            and not done.errors
+            and todo[0].manifest.phase != CRD
+            and len({m.wave for m in objects}) == 1
+        ):
+            # One object left to write: its apply validates it as its dry run would, and
+            # either changes it or changes nothing; a dry run first only doubles the cost.
+            self._apply(pool, api, todo, done)
+            return
 
         # Stage 1: namespaces and CRDs first, as whether their objects can be validated
         # now depends on what these dry runs say.
@@ -218,7 +234,8 @@ class KubernetesApplyer(Applyer):
                 return
         if unserved:
             served, _ = self._locate(Locator(discovery, namespace), unserved, done, final=True)
-            later += self._skip_unchanged(pool, api, served, done)
+            # Kinds the bundle's CRDs just defined: nothing to compare a dry run with yet.
+            later += self._skip_unchanged(pool, api, served, done, compare_live=False)
         self._dry_run(pool, api, later, done)
         if done.errors:
             return
@@ -295,41 +312,68 @@ class KubernetesApplyer(Applyer):
         return jobs, unserved
 
     def _skip_unchanged(
-        self, pool: ThreadPoolExecutor, api: KubeApi, jobs: Sequence[Job], done: Progress
+        self,
+        pool: ThreadPoolExecutor,
+        api: KubeApi,
+        jobs: Sequence[Job],
+        done: Progress,
+        *,
+        compare_live: bool = True,
     ) -> list[Job]:
         """The jobs left once the unchanged objects are set aside (and reported)."""
-        unchanged = self._unchanged(pool, api, jobs, done.notes)
+        unchanged = self._unchanged(pool, api, jobs, done, compare_live)
         for i in sorted(unchanged):
             done.done(jobs[i], f"{jobs[i].target.display} unchanged", changed=False)
         return [job for i, job in enumerate(jobs) if i not in unchanged]
 
     def _unchanged(
-        self, pool: ThreadPoolExecutor, api: KubeApi, jobs: Sequence[Job], notes: list[str]
+        self,
+        pool: ThreadPoolExecutor,
+        api: KubeApi,
+        jobs: Sequence[Job],
+        done: Progress,
+        compare_live: bool,
     ) -> set[int]:
         """Indexes of the jobs whose body is the one we last applied and whose object
-        nobody wrote to since: one paginated LIST per kind, namespace and service."""
+        nobody wrote to since: one paginated LIST per kind, namespace and service.
+
+        Of the objects this process does not remember applying (a new worker, another
+        worker), the LIST brings the live objects (``done.live``): their dry runs are
+        compared with them, and an apply that would change nothing is not sent.
+        """
         if not self.verify_unchanged:
             return set()
-        groups: dict[tuple[Resource, str, str], list[tuple[int, Applied]]] = {}
+        groups: dict[tuple[Resource, str, str], list[tuple[int, Applied | None]]] = {}
         for i, job in enumerate(jobs):
             manifest = job.manifest
             last = self.remembered.get(job.key)
-            if last is None or last.digest != manifest.digest or manifest.selector is None:
+            if manifest.selector is None or manifest.create_only:
                 continue
+            if last is None and not compare_live:
+                continue
+            if last is not None and last.digest != manifest.digest:
+                continue  # a new body: it is applied
             group = (job.target.resource, job.target.ref.namespace, manifest.selector)
             groups.setdefault(group, []).append((i, last))
         if not groups:
             return set()
-        listed: list[Listing] = run_all(pool, lambda group: list_live(api, *group), list(groups))
+        full = {group for group, members in groups.items() if any(m is None for _, m in members)}
+        listed: list[Listing] = run_all(
+            pool, lambda group: list_live(api, *group, full=group in full), list(groups)
+        )
         unchanged: set[int] = set()
         for (group, members), listing in zip(groups.items(), listed, strict=True):
             if listing.problem:  # not an error: these objects are simply applied
-                notes.append(
+                done.notes.append(
                     f"{collection_name(*group[:2])}: cannot list to find unchanged objects, "
                     f"applying them: {listing.problem}"
                 )
             for i, last in members:
-                if listing.live.get(jobs[i].target.ref.name) == (last.resource_version, last.uid):
+                name = jobs[i].target.ref.name
+                if last is None:
+                    if (obj := listing.objects.get(name)) is not None:
+                        done.live[jobs[i].index] = obj
+                elif listing.live.get(name) == (last.resource_version, last.uid):
                     unchanged.add(i)
         return unchanged
 
@@ -338,12 +382,17 @@ class KubernetesApplyer(Applyer):
     ) -> list[Checked]:
         """Dry-run ``jobs`` at once; every rejection is recorded, those for want of a
         namespace grouped by namespace."""
-        verdicts: list[Checked] = run_all(pool, lambda job: kubesend.dry_run(api, job), jobs)
+        verdicts: list[Checked] = run_all(
+            pool, lambda job: kubesend.dry_run(api, job, answer=job.index in done.live), jobs
+        )
         needing: dict[str, list[Job]] = {}
         for job, verdict in zip(jobs, verdicts, strict=True):
             if verdict.ok:
                 if verdict.exists and job.manifest.create_only:
                     done.existing.add(job.index)
+                live = done.live.get(job.index)
+                if live is not None and verdict.answer and same_as_live(verdict.answer, live):
+                    done.same.add(job.index)
             elif verdict.missing_namespace:
                 needing.setdefault(verdict.missing_namespace, []).append(job)
             else:
@@ -361,6 +410,9 @@ class KubernetesApplyer(Applyer):
         for job in jobs:
             if job.index in done.existing:  # create-only, and its dry run found it
                 done.done(job, f"{job.target.display} exists, left as it is", changed=False)
+            elif job.index in done.same:  # its dry run is the live object: nothing to do
+                self._remember(job, done.live[job.index])
+                done.done(job, f"{job.target.display} unchanged", changed=False)
             else:
                 todo.append(job)
         failures = [e for e in run_all(pool, lambda j: self._apply_one(api, j, done), todo) if e]
@@ -380,17 +432,17 @@ class KubernetesApplyer(Applyer):
         self.remembered.forget(job.key)
         response = kubesend.patch(api, job, kubesend.APPLY_QUERY)
         if response.status not in (200, 201):
+            if namespace := kubesend.missing_namespace(response, job.target.ref.namespace):
+                return f"namespace '{namespace}' does not exist; needed by {job.target.ref}"
             return f"{job.target.ref}: {response.message()}"
+        # Not JSON: nothing to go by, the object is applied again next time.
         if self.verify_unchanged:
-            self._remember(job, response)
+            with contextlib.suppress(ValueError):
+                self._remember(job, response.json())
         done.done(job, f"{job.target.display} serverside-applied", changed=True)
         return ""
 
-    def _remember(self, job: Job, response: Response) -> None:
-        try:
-            answer = response.json()
-        except ValueError:  # nothing to go by: the object is applied again next time
-            return
+    def _remember(self, job: Job, answer: Any) -> None:
         meta = (answer.get("metadata") if isinstance(answer, dict) else None) or {}
         version, uid = meta.get("resourceVersion"), meta.get("uid")
         if isinstance(version, str) and version and isinstance(uid, str) and uid:

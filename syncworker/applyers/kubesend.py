@@ -32,10 +32,13 @@ class Checked:
     exists: bool = False
     #: The dry run failed because this namespace does not exist.
     missing_namespace: str = ""
+    #: The object as the apply would leave it (when asked for, and the answer is JSON).
+    answer: dict[str, Any] | None = None
 
 
-def dry_run(api: KubeApi, job: Job) -> Checked:
-    """What the server says to ``job``, changing nothing."""
+def dry_run(api: KubeApi, job: Job, *, answer: bool = False) -> Checked:
+    """What the server says to ``job``, changing nothing; with ``answer``, the object the
+    apply would make (parsed only then: most answers are not needed)."""
     target, manifest = job.target, job.manifest
     if manifest.create_only:
         response = api.request(
@@ -46,7 +49,11 @@ def dry_run(api: KubeApi, job: Job) -> Checked:
     else:
         response = patch(api, job, DRY_RUN_QUERY)
     if response.status in (200, 201):
-        return Checked(True, exists=response.status == 200)
+        checked = Checked(True, exists=response.status == 200)
+        if answer:
+            body = _status_body(response)
+            checked.answer = body or None
+        return checked
     return Checked(
         False,
         f"{target.ref}: {response.message()}",

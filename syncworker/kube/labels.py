@@ -7,6 +7,8 @@ fields under ``FIELD_MANAGER``.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "simple-gitops"
 SERVICE_LABEL = "simple-gitops.io/service"
+# Stamped on every object by earlier versions, no longer (see render/mutate.py): objects
+# applied before still carry it until their next apply removes it; diffs ignore it.
 COMMIT_ANNOTATION = "simple-gitops.io/commit"
 FIELD_MANAGER = "simple-gitops"
 # "true" on an object (the namespace a service names): created when missing, never

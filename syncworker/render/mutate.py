@@ -1,6 +1,11 @@
-"""Make validated objects ours: labels and the commit annotation on every object (what
-prune and people look for), the service namespace on namespaced objects without one, and
-the stateless pattern on pod templates when the service asks for it.
+"""Make validated objects ours: our labels on every object (what prune and people look
+for), the service namespace on namespaced objects without one, and the stateless pattern
+on pod templates when the service asks for it.
+
+The commit is deliberately not stamped on the objects: it would change every object of a
+service on every commit, so that a commit touching one file would write them all. The
+deployment row, the inventory rows and the service's last applied commit say which
+commit is applied.
 
 The input is never changed; mutating a mutated object again gives the same object.
 """
@@ -13,7 +18,6 @@ from typing import Any
 
 from syncworker.kube import kinds
 from syncworker.kube.labels import (
-    COMMIT_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SERVICE_LABEL,
@@ -37,7 +41,6 @@ def mutate_object(
         MANAGED_BY_LABEL: MANAGED_BY_VALUE,
         SERVICE_LABEL: options.service,
     }
-    meta["annotations"] = {**(meta.get("annotations") or {}), COMMIT_ANNOTATION: options.commit}
     if (
         options.namespace
         and not meta.get("namespace")
