@@ -118,3 +118,21 @@ def test_each_stage_stays_within_its_statement_budget(
     assert n <= APPLY_AGAIN, f"second apply: {n} statements\n" + "\n".join(sql)
     assert AppliedObject.objects.filter(deployment_id=again).count() == 10
     assert Deployment.objects.get(pk=first).status == "succeeded"
+
+
+def test_a_poll_reads_the_retry_backoff_of_all_waiting_services_in_one_query(
+    repo: tuple[Repository, WorkingCopy, str],
+) -> None:
+    repository, _, _ = repo
+    polled = poll_repository(repository.pk)
+    # Five services' deployments gave up after retries: each waits for its backoff.
+    waiting = polled.deployments[:5]
+    Deployment.objects.filter(pk__in=waiting).update(
+        status=Deployment.Status.FAILED, reason=Deployment.Reason.RETRIES
+    )
+    Deployment.objects.exclude(pk__in=waiting).update(status=Deployment.Status.SUCCEEDED)
+
+    n, again, sql = counted(lambda: poll_repository(repository.pk))
+    assert again.deployments == [], "each waits for its backoff (the poll interval)"
+    # Nothing inserted; the backoff query once with each of the poll's two reads.
+    assert n <= POLL + 1, f"poll with 5 services waiting: {n} statements\n" + "\n".join(sql)

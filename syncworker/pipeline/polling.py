@@ -93,13 +93,23 @@ def _plan_retries(repository: Repository, services: list[Service]) -> None:
     for service in services:
         service.retry_tree = service.retry_at = None  # type: ignore[attr-defined]
         service.retry_paths = []  # type: ignore[attr-defined]
+    if not waiting:
+        return
+    # One query for all of them (not one per service): their transient failures since
+    # each one's last real try, counted here.
+    floor = min(s.last_tried_id or 0 for s in waiting)  # type: ignore[attr-defined]
+    rows = Deployment.objects.filter(
+        service_id__in=[s.pk for s in waiting],
+        status=Deployment.Status.FAILED,
+        reason__in=RETRYABLE,
+        pk__gt=floor,
+    ).values_list("service_id", "pk")
+    since: dict[int, list[int]] = {}
+    for service_id, pk in rows:
+        since.setdefault(service_id, []).append(pk)
     for service in waiting:
-        failures = Deployment.objects.filter(
-            service=service,
-            status=Deployment.Status.FAILED,
-            reason__in=RETRYABLE,
-            pk__gt=service.last_tried_id or 0,  # type: ignore[attr-defined]
-        ).count()
+        last_tried = service.last_tried_id or 0  # type: ignore[attr-defined]
+        failures = sum(1 for pk in since.get(service.pk, []) if pk > last_tried)
         delay = min(
             timedelta(seconds=repository.poll_interval * 2 ** (failures - 1)), MAX_RETRY_DELAY
         )
