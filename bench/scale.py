@@ -259,7 +259,7 @@ def run(ctx: Context) -> dict[str, Any]:
     reset_state(ctx)
     count = ctx.services or ctx.count(1000, 100)
     # Generous: a missed target is reported, a sync that never ends is not.
-    timeout = max(ctx.count(900, 240), count * 0.3)
+    timeout = max(ctx.count(900, 240), count * 0.25)
     with ctx.stack() as outer:
         kube, copy, cluster = start_gitops_on_kube(ctx, outer, namespace=NAMESPACE, repo="scale")
         files: dict[str, str | bytes | None] = {}

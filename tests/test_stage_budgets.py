@@ -33,10 +33,10 @@ SERVICES = 20
 POLL = 8  # two reads of the services, the repository lock and update, one INSERT
 FETCH = 2  # read the deployment with its service, store the bundle
 # Read the deployment (with service, repository, cluster and whether anyone is notified),
-# the default cluster (these services name none), start, read the inventory, then in one
-# transaction: the inventory's difference, the service's record, the final state.
-APPLY_FIRST = 9
-APPLY_AGAIN = 9
+# start, read the inventory, then in one transaction: the inventory's difference, the
+# service's record, the final state. (A service naming no cluster reads the default.)
+APPLY_FIRST = 8
+APPLY_AGAIN = 8
 
 
 def objects(service: str, namespace: str, rev: int) -> str:
@@ -62,7 +62,7 @@ def counted(stage: Callable[[], Any]) -> tuple[int, Any, list[str]]:
 def repo(
     git_repo: WorkingCopy, kube_env: Any, kube_namespace: str
 ) -> tuple[Repository, WorkingCopy, str]:
-    Cluster.objects.create(
+    cluster = Cluster.objects.create(
         name="budget",
         applyer=Cluster.Applyer.KUBERNETES,
         settings={"kubeconfig": str(kube_env.kubeconfig)},
@@ -76,7 +76,13 @@ def repo(
     )
     repo = Repository.objects.create(key="budget", provider="git", url=git_repo.url)
     Service.objects.bulk_create(
-        Service(name=f"s{i:02d}", repository=repo, k8s_yaml_dir=f"apps/s{i:02d}", wait=False)
+        Service(
+            name=f"s{i:02d}",
+            repository=repo,
+            k8s_yaml_dir=f"apps/s{i:02d}",
+            cluster=cluster,
+            wait=False,
+        )
         for i in range(SERVICES)
     )
     return repo, git_repo, kube_namespace

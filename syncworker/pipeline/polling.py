@@ -247,7 +247,7 @@ def new_deployment(
     are those ``tree`` was computed over; the fetch replaces them with what its build read."""
     return Deployment(
         service=service,
-        cluster=service.cluster,
+        cluster_id=service.cluster_id,  # the id: no read of the cluster per service
         commit_sha=commit,
         tree_sha=tree,
         paths_read=paths or [],
