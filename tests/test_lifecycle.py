@@ -10,6 +10,7 @@ from celery.signals import before_task_publish
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
 from syncworker.pipeline import handoff, lifecycle
+from syncworker.pipeline.status import status_fields
 
 pytestmark = pytest.mark.django_db
 Status, Reason = Deployment.Status, Deployment.Reason
@@ -144,3 +145,20 @@ def test_a_bundle_is_stored_once_and_only_while_queued(deployment: Deployment) -
         1,
         ["a.yaml: document 2: skipped"],
     )
+
+
+def test_a_status_update_moves_status_changed_at_only_when_a_state_changes(
+    deployment: Deployment,
+) -> None:
+    service = Service.objects.filter(pk=deployment.service_id)
+    service.update(**status_fields(sync_status=Service.SyncStatus.SYNCED))
+    changed = service.get().status_changed_at
+    assert changed is not None
+
+    service.update(**status_fields(sync_status="synced", health="unknown", message="same"))
+    row = service.get()
+    assert (row.status_changed_at, row.health_message) == (changed, "same")
+
+    service.update(**status_fields(health=Service.Health.PROGRESSING))
+    moved = service.get().status_changed_at
+    assert moved is not None and moved > changed
