@@ -122,6 +122,8 @@ class Context:
     redis: RedisServer
     postgres: BenchPostgres
     secret_key: str
+    #: The scale benchmark's size when given (``--services``), else its default.
+    services: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
     )
     parser.add_argument(
+        "--services",
+        type=int,
+        help="services of the scale benchmark (default 1,000; quick: 100), e.g. 10000",
+    )
+    parser.add_argument(
         "--output", type=Path, help="write the JSON here instead of bench/results/latest*.json"
     )
     args = parser.parse_args(argv)
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 redis=redis,
                 postgres=postgres,
                 secret_key=secrets.token_urlsafe(40),
+                services=args.services,
             )
             common.setup_django(ctx)
             report = {

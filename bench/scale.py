@@ -1,4 +1,5 @@
-"""4. Scale: a cold sync of 1,000 services of 10 objects each from one Git repository.
+"""4. Scale: a cold sync of 1,000 services of 10 objects each from one Git repository
+(``--services 10000`` for the large run).
 
 One repository on a real Git smart-HTTP server holds 1,000 service directories (quick:
 100), each with four ConfigMaps, three Deployments and three headless Services in two
@@ -14,7 +15,11 @@ PostgreSQL statements (pg_stat_statements, the benchmark's own role left out) an
 transactions and tuples (pg_stat_database delta). Afterwards, with the workers stopped,
 the fetch and the apply of 20 services are profiled in this process with cProfile.
 
-Targets: <= 4 minutes; every worker process <= 200 MiB RSS.
+The services do not wait for health: no controller-manager runs here, so a Deployment
+would never become available.
+
+Targets: <= 4 minutes (10,000 services: <= 10 minutes); every worker process <= 200 MiB
+RSS; per service <= 10 SQL statements, <= 20 Redis commands, no new connection.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from tests.support.procs import wait_until
 NAMESPACE = "bench-scale"
 KEY = "scale"
 SECRET = "scale-webhook-secret"
-WALL_TARGET = 240.0
+WALL_TARGETS = {1000: 240.0, 10_000: 600.0}  # seconds, by number of services
 RSS_TARGET_MIB = 200.0
 PROFILED = 20
 
@@ -144,7 +149,7 @@ def redis_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     delta.pop("info", None)  # the benchmark's own reads
     delta = {k: v for k, v in delta.items() if v > 0}
-    top = sorted(delta.items(), key=lambda item: -item[1])[:8]
+    top = sorted(delta.items(), key=lambda item: -item[1])[:16]
     return {"commands": sum(delta.values()), "top": dict(top)}
 
 
@@ -208,7 +213,7 @@ class PgMonitor:
                 {"calls": calls, "query": query}
                 for calls, query in top
                 if not _FK_CHECK.search(query)
-            ][:8],
+            ][:20],
             "execution_ms": round(sum(ms for _, _, ms, _ in rows), 1),
             "top_by_time": [
                 {"ms": round(ms, 1), "calls": calls, "rows": n, "query": _brief(q)}
@@ -252,8 +257,9 @@ def run(ctx: Context) -> dict[str, Any]:
     from syncworker.models import Repository, Service
 
     reset_state(ctx)
-    count = ctx.count(1000, 100)
-    timeout = ctx.count(900, 240)
+    count = ctx.services or ctx.count(1000, 100)
+    # Generous: a missed target is reported, a sync that never ends is not.
+    timeout = max(ctx.count(900, 240), count * 0.25)
     with ctx.stack() as outer:
         kube, copy, cluster = start_gitops_on_kube(ctx, outer, namespace=NAMESPACE, repo="scale")
         files: dict[str, str | bytes | None] = {}
@@ -271,6 +277,9 @@ def run(ctx: Context) -> dict[str, Any]:
                 k8s_yaml_dir=f"services/svc-{i:04d}",
                 namespace=NAMESPACE,
                 cluster=cluster,
+                # No controller-manager runs here, so a Deployment never becomes
+                # available: the sync is measured, not the health wait.
+                wait=False,
             )
             for i in range(count)
         )
@@ -423,14 +432,26 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     workers = {k: v for k, v in result["rss"].items() if "worker" in k}
     peak = max(v["peak_process_mib"] for v in workers.values())
     wall = result["wall_s"]
-    label = f"{result['services']} services x 10 objects"
+    n = result["services"]
+    label = f"{n} services x 10 objects"
+    # The quick run's 100 services are held to the 1,000-service target.
+    limit = WALL_TARGETS.get(n, WALL_TARGETS[1000] if n < 10_000 else WALL_TARGETS[10_000])
+    per_service = _per_service(result)
     return {
         "scale_wall_time": {
-            "target": "cold sync of 1,000 services x 10 objects <= 4 min",
+            "target": f"cold sync of {max(n, 1000):,} services x 10 objects"
+            f" <= {limit / 60:.0f} min",
             "value": f"{wall:.1f} s ({label}"
             + ("" if result["completed"] else f", NOT completed: {result['statuses']}")
             + ")",
-            "met": result["completed"] and wall <= WALL_TARGET,
+            "met": result["completed"] and wall <= limit,
+        },
+        "scale_cost_per_service": {
+            "target": "per service <= 10 SQL statements, <= 20 Redis commands, 0 new connections",
+            "value": ", ".join(f"{v:g} {k}" for k, v in per_service.items()),
+            "met": per_service["sql_statements"] <= 10
+            and per_service["redis_commands"] <= 20
+            and per_service["connections_opened"] < 0.01,
         },
         "scale_worker_rss": {
             "target": "each worker process <= 200 MiB RSS",
@@ -439,6 +460,16 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             + ")",
             "met": peak <= RSS_TARGET_MIB,
         },
+    }
+
+
+def _per_service(result: dict[str, Any]) -> dict[str, float]:
+    n = result["services"]
+    statements = result["postgres_statements"] or {"client_statements": float("nan")}
+    return {
+        "sql_statements": round(statements["client_statements"] / n, 2),
+        "redis_commands": round(result["redis"]["commands"] / n, 2),
+        "connections_opened": round(result["postgres_database"]["sessions"] / n, 3),
     }
 
 

@@ -81,7 +81,13 @@ TEMPLATES = [
 def _database(url: str) -> dict[str, Any]:
     try:
         config: dict[str, Any] = dict(
-            dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
+            dj_database_url.parse(
+                url,
+                conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+                # Off by default: a check is one more statement per task and request; a
+                # connection broken by an error is closed after that task anyway.
+                conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
+            )
         )
     except Exception as exc:  # dj-database-url raises ValueError/KeyError on bad schemes
         # The URL may hold a password: name the variable and the scheme only.
@@ -156,6 +162,12 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", secret=True) or "redis://127.0.0.1:6379/0"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", secret=True) or CELERY_BROKER_URL
 CELERY_RESULT_EXPIRES = 3600
+# The pipeline reads no task's result (stages hand off through the database), so none is
+# stored; a caller that waits for one (ping, a test) asks with ignore_result=False.
+CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fix-up would close the database connections around every task;
+# gitops_site/celery.py closes only those past DATABASE_CONN_MAX_AGE instead.
+CELERY_DB_REUSE_MAX = 2**62
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -30,7 +30,7 @@ def backoff(retries: int, hint: float | None = None) -> float:
     return min(2.0**retries, 300.0) * random.uniform(0.5, 1.5)  # noqa: S311
 
 
-@shared_task(name="syncworker.ping")
+@shared_task(name="syncworker.ping", ignore_result=False)
 def ping() -> dict[str, object]:
     """Answer from a worker with what it sees, so readiness checks and tests can tell
     that a worker is up and reads the same database."""

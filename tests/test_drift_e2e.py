@@ -66,7 +66,9 @@ def api(kube_cluster: KubeClusterEnv) -> Iterator[k8s.ApiClient]:
 
 
 def drift_check(service: Service) -> dict[str, Any]:
-    result: dict[str, Any] = check_drift.delay(service.pk).get(timeout=60)
+    result: dict[str, Any] = check_drift.apply_async((service.pk,), ignore_result=False).get(
+        timeout=60
+    )
     return result
 
 

@@ -82,7 +82,7 @@ def test_a_worker_polling_github_com_is_refused_and_the_test_hears_of_it(
         key="dotcom", provider="github", owner="acme", name="infra", branch="main"
     )
 
-    answer = poll_repository.delay(repo.pk).get(timeout=60)
+    answer = poll_repository.apply_async((repo.pk,), ignore_result=False).get(timeout=60)
 
     assert "tests stay on loopback" in str(answer["error"])
     [refusal] = netguard.take_refusals()

@@ -384,7 +384,11 @@ def test_plain_trees_deploy_their_manifests_and_show_what_they_skipped(
         recurse=True, exclude=["legacy/", "all-in-one/"]
     )
     only = [rows["guestbook"].pk]
-    poll_repository.delay(repo.pk, trigger="manual", force=True, service_ids=only).get(timeout=60)
+    poll_repository.apply_async(
+        (repo.pk,),
+        {"trigger": "manual", "force": True, "service_ids": only},
+        ignore_result=False,
+    ).get(timeout=60)
     again = finished(rows["guestbook"], 2)[-1]
     assert sum(row.deployments.count() for row in rows.values()) == 4, "the others stay"
     assert again.status == Status.SUCCEEDED, again.error
@@ -421,7 +425,9 @@ def test_a_missing_namespace_is_created_before_the_objects_and_never_pruned(
     # The service moves to another namespace: its objects follow and the old ones are
     # pruned, but not the namespace it created.
     Service.objects.filter(pk=service.pk).update(namespace=names["b"])
-    poll_repository.delay(repo.pk, trigger="manual", force=True).get(timeout=60)
+    poll_repository.apply_async(
+        (repo.pk,), {"trigger": "manual", "force": True}, ignore_result=False
+    ).get(timeout=60)
     moved = finished(service, 2)[-1]
     assert moved.status == Status.SUCCEEDED, moved.error
 
@@ -434,7 +440,9 @@ def test_a_missing_namespace_is_created_before_the_objects_and_never_pruned(
     # Without create_namespace, a namespace that does not exist fails the deployment,
     # naming it, and nothing is applied.
     Service.objects.filter(pk=service.pk).update(namespace=names["c"], create_namespace=False)
-    poll_repository.delay(repo.pk, trigger="manual", force=True).get(timeout=60)
+    poll_repository.apply_async(
+        (repo.pk,), {"trigger": "manual", "force": True}, ignore_result=False
+    ).get(timeout=60)
     refused = finished(service, 3)[-1]
     assert refused.status == Status.FAILED
     assert names["c"] in refused.error

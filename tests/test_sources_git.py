@@ -12,6 +12,7 @@ import pytest
 
 from syncworker.sources import GitSource
 from syncworker.sources.base import SourceError, SourceFile, UnsafePathError
+from syncworker.sources.git import LIST_SIBLINGS_FROM
 from tests.support.gitserver import GitHttpServer, RequestRecord, WorkingCopy
 from tests.support.procs import free_port
 from tests.support.source_fixtures import add_submodule_link, add_symlink, bare_path
@@ -100,6 +101,23 @@ def test_tree_ids_tell_which_service_directory_changed(git_repo, source):
     assert before["services/gone"] is None
     assert before["README.md"] and before["README.md"] == after["README.md"]  # its blob id
     assert before[""] != after[""]
+
+
+def test_tree_ids_of_many_sibling_directories_match_one_by_one_lookups(git_repo, source):
+    many = [f"services/s{i:02d}" for i in range(LIST_SIBLINGS_FROM + 4)]
+    files = {
+        f"{d}/cm.yaml": f"kind: ConfigMap\nmetadata: {{name: {i}}}\n" for i, d in enumerate(many)
+    }
+    files["services/notes.txt"] = "a file among the directories\n"
+    commit = git_repo.commit({**MONOREPO, **files})
+    asked = [*many, "services/notes.txt", "services/gone", "services/web/config", *SERVICES]
+
+    together = source.tree_ids(commit, asked)  # services/ is listed once
+    alone = {path: source.tree_ids(commit, [path])[path] for path in asked}  # cat-file each
+
+    assert together == alone
+    assert all(together[d] for d in many) and len({together[d] for d in many}) == len(many)
+    assert together["services/notes.txt"] and together["services/gone"] is None
 
 
 def test_read_tree_returns_exactly_the_files_under_the_directory_at_that_commit(git_repo, source):

@@ -109,12 +109,10 @@ class GitopsCollector(Collector):
         yield done
 
         seconds = _floats(apply_seconds)
-        buckets = [(str(b), seconds.get(f"le:{b}", 0.0)) for b in counters.APPLY_BUCKETS]
-        buckets.append(("+Inf", seconds.get("count", 0.0)))
         yield HistogramMetricFamily(
             "gitops_apply_duration_seconds",
             "Time from the start of an apply to its end",
-            buckets=buckets,
+            buckets=counters.cumulative_buckets(seconds),
             sum_value=seconds.get("sum", 0.0),
         )
         synced = GaugeMetricFamily(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
@@ -28,7 +28,7 @@ from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
 from syncworker.pipeline import handoff, hooks, inventory, lifecycle
 from syncworker.pipeline.redisconn import redis_client
-from syncworker.pipeline.status import record_service_status
+from syncworker.pipeline.status import record_service_status, status_fields
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -83,7 +83,7 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
     keeper = threading.Thread(target=_keep_lock, args=(lock, stop), daemon=True)
     keeper.start()
     try:
-        return _apply_locked(deployment_id, cluster, result)
+        return _apply_locked(deployment, cluster, result)
     finally:
         stop.set()
         keeper.join()
@@ -106,27 +106,14 @@ def _keep_lock(lock: Lock, stop: threading.Event) -> None:
             log.warning("could not extend the apply lock: %s", exc)
 
 
-def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> ApplyResult:
-    deployment = _load(deployment_id)
-    if deployment is None or deployment.is_final:
-        result.skipped = "finished while waiting for the cluster lock"
-        return result
-    if deployment.health_deadline is not None:
-        result.skipped = "applied, waiting for health"
-        return result
-    if overtaken(deployment):
-        lifecycle.supersede(deployment.pk)
-        result.status = Status.SUPERSEDED
-        return result
-    if not deployment.bundle_digest:
-        result.skipped = "not rendered yet"
-        return result
-    if taken := _owned_elsewhere(deployment, cluster):
-        # Never take an object another service manages: fail before touching the cluster.
-        lifecycle.fail(deployment.pk, Reason.CONFLICT, taken)
-        result.status, result.error = Status.FAILED, taken
-        return result
-    lifecycle.start_applying(deployment.pk, cluster)
+def _apply_locked(deployment: Deployment, cluster: Cluster, result: ApplyResult) -> ApplyResult:
+    # The row was read before the lease; its guards are checked again by the update
+    # that starts the apply, so a row that moved on meanwhile is never applied.
+    started = timezone.now()
+    if not lifecycle.start_applying(deployment.pk, cluster, now=started):
+        return _not_started(deployment.pk, result)
+    if deployment.started_at is None:
+        deployment.started_at = started
     try:
         return _apply_and_record(deployment, cluster, result)
     except Exception as exc:
@@ -138,9 +125,32 @@ def _apply_locked(deployment_id: int, cluster: Cluster, result: ApplyResult) -> 
         return result
 
 
+def _not_started(deployment_id: int, result: ApplyResult) -> ApplyResult:
+    """Why the guarded start did not happen (a rare path: it reads the row again)."""
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    if deployment is None or deployment.is_final:
+        result.skipped = "finished while waiting for the cluster lock"
+    elif deployment.health_deadline is not None:
+        result.skipped = "applied, waiting for health"
+    elif overtaken(deployment):
+        lifecycle.supersede(deployment.pk)
+        result.status = Status.SUPERSEDED
+    else:
+        result.skipped = "not rendered yet"
+    return result
+
+
 def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyResult) -> ApplyResult:
     service = deployment.service
     desired = inventory.refs_from_json(deployment.applied_objects)
+    before = inventory.held(service, cluster, desired)
+    known = _known(deployment)
+    if before.taken:
+        # Never take an object another service manages: fail before touching the cluster.
+        taken = _taken_message(before.taken)
+        lifecycle.fail(deployment.pk, Reason.CONFLICT, taken, known=known)
+        result.status, result.error = Status.FAILED, taken
+        return result
     reason = Reason.APPLY
     report: ApplyReport | None = None
     plan = hooks.plan_of(deployment.bundle)
@@ -152,7 +162,7 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
         report = applyer.apply_bundle(plan.yaml)
         ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
-        stale = inventory.stale(service, cluster, desired) if ok else []
+        stale = before.stale(desired) if ok else []
         if ok and stale and service.prune and applyer.can_prune:
             prune = applyer.prune(stale, service=service.name)
             output = f"{output}\n{prune.output}".strip()
@@ -184,13 +194,17 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
     with transaction.atomic():
         if ok:
             kept = (set(desired) - never) | (set(stale) - set(pruned))
-            inventory.replace(service, cluster, kept, deployment)
-            Service.objects.filter(pk=service.pk).update(
-                last_applied_commit=deployment.commit_sha,
-                last_applied_tree=deployment.tree_sha,
-                last_applied_at=finished_at,
+            inventory.replace(service, cluster, kept, deployment, before=before)
+            _applied(
+                deployment,
+                applyer,
+                plan,
+                records,
+                output=output,
+                pruned=pruned,
+                at=finished_at,
+                known=known,
             )
-            _applied(deployment, applyer, plan, records, output=output, pruned=pruned)
         else:
             # Whatever reached the cluster is in the inventory, whatever the outcome.
             arrived = set(report.applied) - never if report is not None else set()
@@ -204,10 +218,19 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
                 output=_with_hooks(output, records),
                 pruned=pruned,
                 hooks=records,
+                known=known,
             )
             record_service_status(service.pk, sync_status=Service.SyncStatus.FAILED)
     result.status = Status.SUCCEEDED if ok else Status.FAILED
     return result
+
+
+def _known(deployment: Deployment) -> lifecycle.Known:
+    return lifecycle.Known(
+        started_at=deployment.started_at,
+        repository=deployment.service.repository.key,
+        notify=getattr(deployment, "notify", True),
+    )
 
 
 def _applied(
@@ -218,25 +241,38 @@ def _applied(
     *,
     output: str,
     pruned: list[ObjectRef],
+    at: datetime,
+    known: lifecycle.Known,
 ) -> None:
     """Everything reached the cluster: succeed now, or wait for health (and the Sync and
-    PostSync hooks, which are always waited for) off this queue."""
+    PostSync hooks, which are always waited for) off this queue. The service's record
+    (last applied, sync status, health) is one update."""
     service = deployment.service
-    record_service_status(service.pk, sync_status=Service.SyncStatus.SYNCED)
     runs_hooks = applyer.can_run_hooks and bool(plan.of(SYNC) or plan.of(POST_SYNC))
     if plan.hooks and not applyer.can_run_hooks:
         output = f"{output}\nhooks not run: the {type(applyer).__name__} cannot create them"
-    if not (service.wait and applyer.can_read) and not runs_hooks:
-        if not applyer.can_read:
-            record_service_status(
-                service.pk, health=Service.Health.UNKNOWN, message="applyer cannot read objects"
-            )
+    wait = service.wait and applyer.can_read
+    health: dict[str, str] = {}
+    if wait:
+        health = {"health": Service.Health.PROGRESSING, "message": ""}
+    elif not applyer.can_read:
+        health = {"health": Service.Health.UNKNOWN, "message": "applyer cannot read objects"}
+    Service.objects.filter(pk=service.pk).update(
+        last_applied_commit=deployment.commit_sha,
+        last_applied_tree=deployment.tree_sha,
+        last_applied_at=at,
+        **status_fields(sync_status=Service.SyncStatus.SYNCED, **health),
+    )
+    if not wait and not runs_hooks:
         lifecycle.succeed(
-            deployment.pk, output=_with_hooks(output, records), pruned=pruned, hooks=records
+            deployment.pk,
+            output=_with_hooks(output, records),
+            pruned=pruned,
+            hooks=records,
+            known=known,
         )
         return
     deadline = timezone.now() + timedelta(seconds=service.health_timeout)
-    record_service_status(service.pk, health=Service.Health.PROGRESSING, message="")
     lifecycle.await_health(
         deployment.pk, deadline=deadline, output=output, pruned=pruned, hooks=records
     )
@@ -270,10 +306,7 @@ def _with_hooks(output: str, records: list[dict[str, object]]) -> str:
     return f"{output}\n{hooks.report(records)}".strip() if records else output
 
 
-def _owned_elsewhere(deployment: Deployment, cluster: Cluster) -> str:
-    """Why the bundle may not be applied: objects in another service's inventory."""
-    desired = inventory.refs_from_json(deployment.applied_objects)
-    taken = inventory.owners(deployment.service, cluster, desired)
+def _taken_message(taken: dict[ObjectRef, str]) -> str:
     return "\n".join(
         f"{ref} is owned by service {owner}; remove it from one of the two services"
         for ref, owner in sorted(taken.items())
@@ -290,8 +323,10 @@ def overtaken(deployment: Deployment) -> bool:
 
 
 def _load(deployment_id: int) -> Deployment | None:
+    """The deployment with its service, repository and clusters, read once per apply."""
     return (
         Deployment.objects.select_related("service__repository", "service__cluster", "cluster")
+        .annotate(notify=lifecycle.any_target())
         .filter(pk=deployment_id)
         .first()
     )

@@ -8,6 +8,10 @@ deployment that failed later is still pruned once it leaves Git.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+from django.utils import timezone
 
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import AppliedObject, Cluster, Deployment, Service
@@ -57,12 +61,67 @@ def owners(
     return found
 
 
+@dataclass
+class Held:
+    """One read of the inventory for an apply: the service's own rows on the cluster
+    (by ref, with their ids) and the desired objects another service holds there."""
+
+    mine: dict[ObjectRef, int] = field(default_factory=dict)
+    taken: dict[ObjectRef, str] = field(default_factory=dict)
+
+    def stale(self, desired: Iterable[ObjectRef]) -> list[ObjectRef]:
+        """As ``stale()``, from this read."""
+        wanted = {_identity(r) for r in desired}
+        return sorted(r for r in self.mine if _identity(r) not in wanted)
+
+
+def held(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> Held:
+    """``current()`` and ``owners()`` in one query (both run inside the cluster's lease,
+    where nothing else writes this service's rows on the cluster)."""
+    wanted = {_identity(r): r for r in desired}
+    rows = (
+        AppliedObject.objects.filter(cluster=cluster)
+        .filter(Q(service=service) | Q(name__in={r.name for r in wanted.values()}))
+        .values_list(
+            "pk", "api_version", "kind", "namespace", "name", "service_id", "service__name"
+        )
+    )
+    found = Held()
+    for pk, api_version, kind, namespace, name, service_id, owner in rows:
+        ref = ObjectRef(api_version, kind, namespace, name)
+        if service_id == service.pk:
+            found.mine[ref] = pk
+        elif (mine := wanted.get(_identity(ref))) is not None:
+            found.taken[mine] = owner
+    return found
+
+
 def replace(
-    service: Service, cluster: Cluster, refs: Iterable[ObjectRef], deployment: Deployment
+    service: Service,
+    cluster: Cluster,
+    refs: Iterable[ObjectRef],
+    deployment: Deployment,
+    *,
+    before: Held | None = None,
 ) -> None:
-    """Make the inventory exactly ``refs`` (call inside the deployment's transaction)."""
-    AppliedObject.objects.filter(service=service, cluster=cluster).delete()
-    AppliedObject.objects.bulk_create(_rows(service, cluster, refs, deployment), batch_size=500)
+    """Make the inventory exactly ``refs`` (call inside the deployment's transaction).
+    With ``before`` (what ``held()`` read under the same lease) only the difference is
+    written: rows that left are deleted, new ones inserted, the rest marked as this
+    deployment's, at most three statements and one when nothing changed."""
+    if before is None:
+        AppliedObject.objects.filter(service=service, cluster=cluster).delete()
+        AppliedObject.objects.bulk_create(_rows(service, cluster, refs, deployment), batch_size=500)
+        return
+    wanted = set(refs)
+    gone = [pk for ref, pk in before.mine.items() if ref not in wanted]
+    if gone:
+        AppliedObject.objects.filter(pk__in=gone).delete()
+    if len(gone) < len(before.mine):
+        AppliedObject.objects.filter(service=service, cluster=cluster).update(
+            deployment=deployment, updated_at=timezone.now()
+        )
+    new = wanted - set(before.mine)
+    AppliedObject.objects.bulk_create(_rows(service, cluster, new, deployment), batch_size=500)
 
 
 def add(

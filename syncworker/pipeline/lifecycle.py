@@ -20,15 +20,18 @@ failure carries a ``Deployment.Reason`` beside its free-text error.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
-from syncworker.models import Cluster, Deployment
+from syncworker.models import Cluster, Deployment, NotificationTarget
 from syncworker.pipeline import handoff, metrics
 from syncworker.pipeline.inventory import refs_to_json
 
@@ -37,6 +40,22 @@ Reason = Deployment.Reason
 ACTIVE = (Status.QUEUED, Status.APPLYING)
 MAX_ERROR = 20_000
 MAX_OUTPUT = 100_000
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a caller already read about a deployment it ends, so that the end needs no
+    second read: when it started, its repository's key, and whether any notification
+    target was enabled (no target, no notification task)."""
+
+    started_at: datetime | None
+    repository: str
+    notify: bool
+
+
+def any_target() -> Exists:
+    """An annotation: is any notification target enabled?"""
+    return Exists(NotificationTarget.objects.filter(enabled=True))
 
 
 def store_bundle(
@@ -69,13 +88,20 @@ def store_bundle(
     )
 
 
-def start_applying(deployment_id: int, cluster: Cluster) -> bool:
-    """queued (or applying, after a crashed worker) -> applying on ``cluster``."""
+def start_applying(deployment_id: int, cluster: Cluster, *, now: datetime | None = None) -> bool:
+    """queued (or applying, after a crashed worker) -> applying on ``cluster``, when it is
+    rendered, not waiting for health, and no newer deployment of its service (one that
+    has not failed or been superseded) overtook it: all checked by the one update."""
+    newer = Deployment.objects.filter(service_id=OuterRef("service_id"), pk__gt=OuterRef("pk"))
+    newer = newer.exclude(status__in=[Status.FAILED, Status.SUPERSEDED])
     return bool(
-        Deployment.objects.filter(pk=deployment_id, status__in=ACTIVE).update(
+        Deployment.objects.filter(pk=deployment_id, status__in=ACTIVE, health_deadline=None)
+        .exclude(bundle_digest="")
+        .exclude(Exists(newer))
+        .update(
             status=Status.APPLYING,
             cluster=cluster,
-            started_at=Coalesce("started_at", timezone.now()),
+            started_at=Coalesce("started_at", now or timezone.now()),
         )
     )
 
@@ -151,7 +177,12 @@ def record_hooks(deployment_id: int, hooks: list[dict[str, Any]]) -> bool:
 
 
 def succeed(
-    deployment_id: int, *, output: str = "", pruned: Sequence[ObjectRef] = (), **fields: Any
+    deployment_id: int,
+    *,
+    output: str = "",
+    pruned: Sequence[ObjectRef] = (),
+    known: Known | None = None,
+    **fields: Any,
 ) -> bool:
     """applying -> succeeded."""
     return _finish(
@@ -161,6 +192,7 @@ def succeed(
         from_states=(Status.APPLYING,),
         output=output,
         pruned=pruned,
+        known=known,
         error="",
         **fields,
     )
@@ -173,6 +205,7 @@ def fail(
     *,
     output: str = "",
     pruned: Sequence[ObjectRef] = (),
+    known: Known | None = None,
     **fields: Any,
 ) -> bool:
     """queued or applying -> failed, for ``reason``."""
@@ -183,6 +216,7 @@ def fail(
         from_states=ACTIVE,
         output=output,
         pruned=pruned,
+        known=known,
         error=error.strip()[:MAX_ERROR] or f"failed ({reason.label.lower()})",
         **fields,
     )
@@ -202,6 +236,7 @@ def _finish(
     from_states: Sequence[Status],
     output: str | None = None,
     pruned: Sequence[ObjectRef] = (),
+    known: Known | None = None,
     **fields: Any,
 ) -> bool:
     now = timezone.now()
@@ -215,23 +250,31 @@ def _finish(
         status=status, reason=reason, finished_at=now, **fields
     )
     if done:
-        transaction.on_commit(lambda: _finished(deployment_id))
+        transaction.on_commit(lambda: _finished(deployment_id, status, reason, now, known))
     return bool(done)
 
 
-def _finished(deployment_id: int) -> None:
+def _finished(
+    deployment_id: int, status: Status, reason: Reason, finished_at: datetime, known: Known | None
+) -> None:
     """After a final state is committed: metrics, then the notification (its own task,
-    so a slow receiver never holds a worker of the pipeline)."""
-    deployment = (
-        Deployment.objects.select_related("service__repository").filter(pk=deployment_id).first()
-    )
-    if deployment is None:
-        return
-    duration = deployment.duration
+    so a slow receiver never holds a worker of the pipeline) when a target is enabled."""
+    if known is None:
+        row = (
+            Deployment.objects.filter(pk=deployment_id)
+            .annotate(notify=any_target())
+            .values("started_at", "service__repository__key", "notify")
+            .first()
+        )
+        if row is None:
+            return
+        known = Known(row["started_at"], row["service__repository__key"], row["notify"])
+    started = known.started_at
     metrics.record_deployment(
-        deployment.status,
-        reason=deployment.reason,
-        seconds=duration.total_seconds() if duration else None,
-        repository=deployment.service.repository.key,
+        status,
+        reason=reason,
+        seconds=(finished_at - started).total_seconds() if started else None,
+        repository=known.repository,
     )
-    handoff.notify(deployment_id)
+    if known.notify:
+        handoff.notify(deployment_id)

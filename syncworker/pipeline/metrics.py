@@ -49,14 +49,26 @@ def record_deployment(status: str, *, reason: str, seconds: float | None, reposi
     # One field per status and reason: "failed|render", "succeeded|".
     commands = [("incr", DEPLOYMENTS, f"{status}|{reason}", 1.0)]
     if seconds is not None:
-        # A histogram kept cumulative in Redis: every bucket at or above the value.
+        # A histogram stored per bucket (the first bound at or above the value), made
+        # cumulative at scrape time: two writes per deployment instead of one per bound.
         commands.append(("incr", APPLY_SECONDS, "sum", seconds))
-        commands.append(("incr", APPLY_SECONDS, "count", 1.0))
-        commands.extend(
-            ("incr", APPLY_SECONDS, f"le:{bound}", 1.0)
-            for bound in APPLY_BUCKETS
-            if seconds <= bound
-        )
+        commands.append(("incr", APPLY_SECONDS, bucket_field(seconds), 1.0))
     if status == "succeeded":
         commands.append(("set", LAST_SUCCESSFUL_SYNC, repository, time.time()))
     _safely("deployment", *commands)
+
+
+def bucket_field(seconds: float) -> str:
+    """The field of the histogram bucket ``seconds`` falls in: ``in:<bound>`` or ``in:+Inf``."""
+    bound = next((b for b in APPLY_BUCKETS if seconds <= b), None)
+    return f"in:{bound if bound is not None else '+Inf'}"
+
+
+def cumulative_buckets(fields: dict[str, float]) -> list[tuple[str, float]]:
+    """Prometheus' cumulative buckets (``+Inf`` last, the count) from per-bucket fields."""
+    buckets, total = [], 0.0
+    for bound in APPLY_BUCKETS:
+        total += fields.get(f"in:{bound}", 0.0)
+        buckets.append((str(bound), total))
+    buckets.append(("+Inf", total + fields.get("in:+Inf", 0.0)))
+    return buckets

@@ -93,13 +93,23 @@ def _plan_retries(repository: Repository, services: list[Service]) -> None:
     for service in services:
         service.retry_tree = service.retry_at = None  # type: ignore[attr-defined]
         service.retry_paths = []  # type: ignore[attr-defined]
+    if not waiting:
+        return
+    # One query for all of them (not one per service): their transient failures since
+    # each one's last real try, counted here.
+    floor = min(s.last_tried_id or 0 for s in waiting)  # type: ignore[attr-defined]
+    rows = Deployment.objects.filter(
+        service_id__in=[s.pk for s in waiting],
+        status=Deployment.Status.FAILED,
+        reason__in=RETRYABLE,
+        pk__gt=floor,
+    ).values_list("service_id", "pk")
+    since: dict[int, list[int]] = {}
+    for service_id, pk in rows:
+        since.setdefault(service_id, []).append(pk)
     for service in waiting:
-        failures = Deployment.objects.filter(
-            service=service,
-            status=Deployment.Status.FAILED,
-            reason__in=RETRYABLE,
-            pk__gt=service.last_tried_id or 0,  # type: ignore[attr-defined]
-        ).count()
+        last_tried = service.last_tried_id or 0  # type: ignore[attr-defined]
+        failures = sum(1 for pk in since.get(service.pk, []) if pk > last_tried)
         delay = min(
             timedelta(seconds=repository.poll_interval * 2 ** (failures - 1)), MAX_RETRY_DELAY
         )
@@ -151,6 +161,7 @@ def poll_repository(
         return result
 
     result.commit, result.changed = head.commit, head.changed
+    queued: list[Deployment] = []
     with transaction.atomic():
         # Serialise with a concurrent poll of the same repository (beat and a webhook at
         # once), and re-read what was queued meanwhile, so a tree is queued only once.
@@ -183,10 +194,12 @@ def poll_repository(
                     continue  # a transient failure of this very tree: wait for its backoff
             elif not force and tree == last_tree:
                 continue
-            deployment = queue_deployment(
-                service, commit=head.commit, tree=tree, trigger=trigger, paths=paths
+            queued.append(
+                new_deployment(service, commit=head.commit, tree=tree, trigger=trigger, paths=paths)
             )
-            result.deployments.append(deployment.pk)
+        # One INSERT per 500 deployments rather than one per service (the ids come back).
+        Deployment.objects.bulk_create(queued, batch_size=500)
+        result.deployments.extend(d.pk for d in queued)
     metrics.record_poll(repo.key, ok=True)
     return result
 
@@ -227,14 +240,14 @@ def _key_over(
     return key, paths if all(path in ids for path in paths) else []
 
 
-def queue_deployment(
+def new_deployment(
     service: Service, *, commit: str, tree: str, trigger: str, paths: list[str] | None = None
 ) -> Deployment:
-    """Record a queued deployment (the chain hands it to a fetch worker). ``paths`` are
-    those ``tree`` was computed over; the fetch replaces them with what its build read."""
-    return Deployment.objects.create(
+    """A queued deployment, not yet saved (the chain hands it to a fetch worker). ``paths``
+    are those ``tree`` was computed over; the fetch replaces them with what its build read."""
+    return Deployment(
         service=service,
-        cluster=service.cluster,
+        cluster_id=service.cluster_id,  # the id: no read of the cluster per service
         commit_sha=commit,
         tree_sha=tree,
         paths_read=paths or [],
@@ -243,7 +256,8 @@ def queue_deployment(
 
 
 def _fail_missing(service: Service, *, commit: str, trigger: str, error: str) -> int:
-    deployment = queue_deployment(service, commit=commit, tree="", trigger=trigger)
+    deployment = new_deployment(service, commit=commit, tree="", trigger=trigger)
+    deployment.save()
     lifecycle.fail(deployment.pk, Deployment.Reason.SOURCE, error)
     return deployment.pk
 

@@ -6,6 +6,11 @@ The health wait after an apply and the drift check both record through
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+from typing import Any
+
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from syncworker.models import Service
@@ -37,3 +42,27 @@ def record_service_status(
         fields["status_changed_at"] = timezone.now()  # type: ignore[assignment]
     Service.objects.filter(pk=service_id).update(**fields)
     return changed
+
+
+def status_fields(
+    *, health: str | None = None, message: str | None = None, sync_status: str | None = None
+) -> dict[str, Any]:
+    """The same change as ``record_service_status`` as keyword arguments of one
+    ``Service.objects.filter(...).update()``, to join with other fields of the row:
+    ``status_changed_at`` moves only when a state differs, decided by the UPDATE itself."""
+    fields: dict[str, Any] = {}
+    differs: list[Q] = []
+    if health is not None:
+        fields["health"] = Service.Health(health).value
+        differs.append(~Q(health=fields["health"]))
+    if message is not None:
+        fields["health_message"] = message[:10_000]
+    if sync_status is not None:
+        fields["sync_status"] = Service.SyncStatus(sync_status).value
+        differs.append(~Q(sync_status=fields["sync_status"]))
+    if differs:
+        fields["status_changed_at"] = Case(
+            When(reduce(operator.or_, differs), then=Value(timezone.now())),
+            default=F("status_changed_at"),
+        )
+    return fields

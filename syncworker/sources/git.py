@@ -46,6 +46,8 @@ FETCH_TIMEOUT = 300.0
 LOCAL_TIMEOUT = 60.0
 _SCHEMES = ("http", "https", "file")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+# From this many paths in one directory, tree_ids lists the directory instead.
+LIST_SIBLINGS_FROM = 8
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 _BAD_BRANCH = re.compile(r"^-|\.\.|//|@\{|[\x00-\x20\x7f~^:?*\[\\]|^/|/$|\.lock$|\.$")
 _FETCHED_REF = "refs/gitops/head"
@@ -172,17 +174,42 @@ class GitSource:
         for directory in dirs:
             if "\n" in directory:
                 raise SourceError(f"{directory!r}: line breaks are not allowed in a path")
-        # One process answers for every path: "<id> tree|blob <size>" or "<spec> missing".
-        specs = "".join(f"{commit}:{directory}\n" for directory in dirs)
-        result = self._git("cat-file", "--batch-check", input=specs.encode())
-        if result.returncode != 0:
-            raise self._failure(result, "cat-file")
-        ids: dict[str, str | None] = {}
-        for directory, line in zip(dirs, result.stdout.decode().splitlines(), strict=True):
-            fields = line.split(" ")
-            found = len(fields) == 3 and fields[1] in ("tree", "blob") and _SHA.fullmatch(fields[0])
-            ids[directory] = fields[0] if found else None
+        ids = self._ids_by_listing(commit, dirs)
+        rest = [directory for directory in dirs if directory not in ids]
+        if rest:
+            # One process answers for the other paths: "<id> tree|blob <size>" or
+            # "<spec> missing".
+            specs = "".join(f"{commit}:{directory}\n" for directory in rest)
+            result = self._git("cat-file", "--batch-check", input=specs.encode())
+            if result.returncode != 0:
+                raise self._failure(result, "cat-file")
+            for directory, line in zip(rest, result.stdout.decode().splitlines(), strict=True):
+                fields = line.split(" ")
+                found = (
+                    len(fields) == 3 and fields[1] in ("tree", "blob") and _SHA.fullmatch(fields[0])
+                )
+                ids[directory] = fields[0] if found else None
         return {path: ids.get(norm) for path, norm in wanted.items()}
+
+    def _ids_by_listing(self, commit: str, paths: Sequence[str]) -> dict[str, str | None]:
+        """The ids of paths that share their directory with many others, from one listing
+        of that directory each. ``cat-file`` resolves every path from the root and reads
+        the parent tree again each time: 10,000 services in one directory took minutes."""
+        siblings: dict[str, list[str]] = {}
+        for path in paths:
+            if path:
+                siblings.setdefault(path.rpartition("/")[0], []).append(path)
+        ids: dict[str, str | None] = {}
+        for parent, children in sorted(siblings.items()):
+            if len(children) < LIST_SIBLINGS_FROM:
+                continue
+            listed = {
+                entry.path: entry.sha
+                for entry in self._ls_tree(commit, *(["--", f"{parent}/"] if parent else []))
+                if entry.mode != SUBMODULE_MODE
+            }
+            ids.update((child, listed.get(child)) for child in children)
+        return ids
 
     def read_tree(self, commit: str, path: str) -> list[SourceFile]:
         directory = normalize_dir(path)

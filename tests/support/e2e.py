@@ -53,7 +53,9 @@ def finished(service: Service, count: int, timeout: float = 90) -> list[Deployme
 
 def sync(repo: Repository) -> None:
     """What a push webhook does: poll at once, through the broker and a worker."""
-    poll_repository.delay(repo.pk, trigger="webhook").get(timeout=60)
+    poll_repository.apply_async((repo.pk,), {"trigger": "webhook"}, ignore_result=False).get(
+        timeout=60
+    )
 
 
 @pytest.fixture
