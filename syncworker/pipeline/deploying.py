@@ -185,6 +185,7 @@ def _apply_locked(deployment: Deployment, cluster: Cluster, result: ApplyResult)
         result.status, result.error = Status.FAILED, taken
         return result
     lifecycle.start_applying(deployment.pk, cluster)
+    log.info("applying deployment %s to cluster %s", deployment.pk, cluster.name)
     try:
         return _apply_and_record(deployment, cluster, result)
     except Exception as exc:
