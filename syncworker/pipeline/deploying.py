@@ -146,7 +146,7 @@ def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
         finally:
             lease.release()
         if not ready_on(cluster).exclude(pk__in=done).exists():
-            return own
+            return _unreached(own, done, "not ready to apply (not rendered yet)")
         # Something became ready after our last look, or the time is up.
         if time.monotonic() >= until:
             hand_on(cluster)
