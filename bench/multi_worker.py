@@ -48,7 +48,6 @@ from tests.support.workers import PLAIN, WorkerProcess
 HOSTS = ("hostA", "hostB")
 NAMESPACES = ("mw-a", "mw-b")
 CHANGED_PER_PUSH = 5
-APPLYING = re.compile(r"applying deployment (\d+) to cluster")
 
 
 def files_of(index: int, rev: int) -> dict[str, str | bytes | None]:
@@ -179,57 +178,95 @@ def _live_revisions(kube: Any) -> dict[str, str]:
     return found
 
 
+STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
+APPLY_START = re.compile(STAMP + r".*?applying deployment (\d+) to cluster (\S+)")
+APPLY_END = re.compile(STAMP + r".*?deployment (\d+) on cluster (\S+): ")
+
+
 def check(revisions: dict[int, int], live: dict[str, str], logs: dict[str, str]) -> dict[str, Any]:
     from syncworker.models import Deployment
 
     rows = list(
         Deployment.objects.order_by("pk").values_list(
-            "pk", "service__name", "commit_sha", "status", "cluster_id", "started_at",
-            "finished_at",
+            "pk", "service__name", "commit_sha", "status", "reason", "error", "started_at"
         )
-    )  # fmt: skip
-    newest: dict[str, str] = {}
-    for _, name, _, status, *_ in rows:
-        newest[name] = status
-    wrong_state = [
-        f"svc-{i:04d}"
-        for i, rev in revisions.items()
-        if live.get(f"svc-{i:04d}") != str(rev) or newest.get(f"svc-{i:04d}") != "succeeded"
-    ]
-    unfinished = [pk for pk, _, _, status, *_ in rows if status not in FINAL]
+    )
+    newest: dict[str, tuple[str, str]] = {}
+    for _, name, _, status, reason, *_ in rows:
+        newest[name] = (status, reason)
+    failed = [(pk, name, reason, error[:160]) for pk, name, _, status, reason, error, _ in rows
+              if status == "failed"]  # fmt: skip
+    # Lost: the last change of a service reached no final state, or was recorded as applied
+    # while the cluster lacks it. A failure with its reason is recorded, not lost.
+    lost = []
+    for i, rev in revisions.items():
+        name = f"svc-{i:04d}"
+        status = newest.get(name, ("", ""))[0]
+        if status not in ("succeeded", "failed") or (
+            status == "succeeded" and live.get(name) != str(rev)
+        ):
+            lost.append(name)
     rows_per_change = Counter((name, sha) for _, name, sha, *_ in rows)
     duplicate_rows = sum(n - 1 for n in rows_per_change.values() if n > 1)
-    applied = Counter(int(pk) for text in logs.values() for pk in APPLYING.findall(text))
-    applied_twice = sorted(pk for pk, n in applied.items() if n > 1)
-    by_worker = {
-        name: len(APPLYING.findall(text)) for name, text in logs.items() if "apply" in name
-    }
+    spans = apply_spans(logs)
+    applied = Counter(pk for pk, _, _, _ in spans)
+    succeeded = {pk for pk, _, _, status, *_ in rows if status == "succeeded"}
+    # Applied twice: more than one attempt that did not end in a transient error.
+    applied_twice = sorted(pk for pk, n in applied.items() if n > 1 and pk in succeeded)
+    by_worker = {name: len(APPLY_START.findall(text)) for name, text in logs.items()
+                 if "apply" in name}  # fmt: skip
+    violations = _order_violations(rows, spans)
     return {
-        "lost": len(wrong_state) + len(unfinished),
-        "lost_examples": (wrong_state + [str(pk) for pk in unfinished])[:10],
+        "lost": len(lost),
+        "lost_examples": lost[:10],
+        "failed": [list(f) for f in failed[:10]],
         "duplicated": duplicate_rows + len(applied_twice),
         "duplicated_examples": applied_twice[:10],
         "applies_by_worker": by_worker,
-        "order_violations": _order_violations(rows),
+        "order_violations": len(violations),
+        "order_examples": violations[:10],
     }
 
 
-def _order_violations(rows: list[tuple[Any, ...]]) -> int:
-    violations = 0
-    per_cluster: dict[Any, list[tuple[Any, Any]]] = defaultdict(list)
-    per_service: dict[str, list[Any]] = defaultdict(list)
-    for _pk, name, _sha, _status, cluster_id, started, finished in rows:
-        if started is None or finished is None:
-            continue
-        per_cluster[cluster_id].append((started, finished))
-        per_service[name].append(started)  # rows are in id order
-    for spans in per_cluster.values():
-        spans.sort()
-        for (_, previous_end), (start, _) in itertools.pairwise(spans):
-            violations += start < previous_end
-    for starts in per_service.values():
-        violations += sum(later < earlier for earlier, later in itertools.pairwise(starts))
-    return violations
+def apply_spans(logs: dict[str, str]) -> list[tuple[int, str, str, str]]:
+    """(deployment, cluster, start, end) of every apply attempt, from the apply workers'
+    log lines: each attempt starts at ``applying deployment N`` and ends at the next
+    ``deployment N on cluster C: <outcome>`` of the same log."""
+    spans = []
+    for text in logs.values():
+        open_: dict[int, tuple[str, str]] = {}
+        for line in text.splitlines():
+            if started := APPLY_START.search(line):
+                open_[int(started[2])] = (started[3], started[1])
+            elif (ended := APPLY_END.search(line)) and int(ended[2]) in open_:
+                cluster, start = open_.pop(int(ended[2]))
+                spans.append((int(ended[2]), cluster, start, ended[1]))
+    return spans
+
+
+def _order_violations(
+    rows: list[tuple[Any, ...]], spans: list[tuple[int, str, str, str]]
+) -> list[str]:
+    """Two apply attempts on one cluster overlapping in time; a service's deployment
+    that started applying before an older one of the same service."""
+    found = []
+    per_cluster: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for pk, cluster, start, end in spans:
+        per_cluster[cluster].append((start, end, pk))
+    for cluster, attempts in per_cluster.items():
+        attempts.sort()
+        for (_, end, first), (start, _, second) in itertools.pairwise(attempts):
+            if start < end:
+                found.append(f"{cluster}: {second} started before {first} ended")
+    per_service: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+    for pk, name, _sha, _status, _reason, _error, started in rows:
+        if started is not None:
+            per_service[name].append((pk, started))  # rows are in id order
+    for name, starts in per_service.items():
+        for (older, at), (newer, newer_at) in itertools.pairwise(starts):
+            if newer_at < at:
+                found.append(f"{name}: {newer} started before the older {older}")
+    return found
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +294,8 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             f"  then {result['pushes']} pushes of {CHANGED_PER_PUSH} services, 1 a second",
-            f"settled {result['stream_s']:.1f} s after the first; statuses {result['statuses']}",
+            f"settled {result['stream_s']:.1f} s after the first; statuses {result['statuses']}"
+            + (f"; failed: {result['failed']}" if result["failed"] else ""),
         ),
         (
             "  lost / duplicated / order violations",

@@ -138,6 +138,8 @@ def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
             while time.monotonic() < until and (deployment := _next(cluster, done)):
                 done.add(deployment.pk)
                 result = _apply_locked(deployment, cluster, ApplyResult(deployment.pk))
+                outcome = "transient error" if result.transient else result.status or "skipped"
+                log.info("deployment %s on cluster %s: %s", deployment.pk, cluster.name, outcome)
                 if deployment.pk == own.deployment_id:
                     own = result
                 if result.transient:
