@@ -223,6 +223,7 @@ def check(revisions: dict[int, int], live: dict[str, str], logs: dict[str, str])
         "duplicated": duplicate_rows + len(applied_twice),
         "duplicated_examples": applied_twice[:10],
         "applies_by_worker": by_worker,
+        "apply_attempts_timed": len(spans),
         "order_violations": len(violations),
         "order_examples": violations[:10],
     }
@@ -309,6 +310,7 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "  applies per apply worker",
-            ", ".join(f"{k} {v}" for k, v in sorted(result["applies_by_worker"].items())),
+            ", ".join(f"{k} {v}" for k, v in sorted(result["applies_by_worker"].items()))
+            + f"; {result['apply_attempts_timed']} attempts timed from the logs",
         ),
     ]
