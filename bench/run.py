@@ -32,11 +32,13 @@ import yaml
 
 from bench import (
     apply_throughput,
+    clusters,
     common,
     dashboard,
     drift_check,
     dry_run_cost,
     kustomize_build,
+    multi_worker,
     poll_cost,
     push_to_applied,
     recovery,
@@ -60,6 +62,8 @@ BENCHMARKS: dict[str, ModuleType] = {
     "kustomize_build": kustomize_build,
     "dashboard": dashboard,
     "recovery": recovery,
+    "clusters": clusters,
+    "multi_worker": multi_worker,
 }
 RESULTS_DIR = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"

@@ -5,7 +5,7 @@ One repository on a real Git smart-HTTP server holds 1,000 service directories (
 100), each with four ConfigMaps, three Deployments and three headless Services in two
 files. The cluster is a fresh kube-apiserver holding only the namespace. The processes
 are the ones scripts/run starts, with its settings: gunicorn (2 workers), the fetch/poll
-worker (``-Q default,poll,fetch -c 2``), the apply worker (``-Q apply -c 1``) and beat
+worker (``-Q default,poll,fetch -c 2``), the apply worker (``-Q apply -c 2``) and beat
 (Flower, a monitoring UI, is left out). One signed push webhook starts the sync; the
 clock stops when every deployment row is final.
 

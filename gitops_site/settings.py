@@ -217,8 +217,6 @@ GITOPS: dict[str, Any] = {
     "STATUS_CACHE_SECONDS": env_int("GITOPS_STATUS_CACHE_SECONDS", 2, minimum=0),
     # Base URL pods of stateless services download init.sh and app.tar.gz from.
     "DOWNLOAD_BASE_URL": env_str("GITOPS_DOWNLOAD_BASE_URL") or "http://127.0.0.1:8000",
-    # How long an apply waits for another apply to the same cluster before retrying.
-    "APPLY_LOCK_WAIT": env_int("GITOPS_APPLY_LOCK_WAIT", 30, minimum=1),
     # Lease of the per-cluster apply lock, renewed while an apply runs: how long a
     # crashed apply worker keeps the cluster locked.
     "APPLY_LOCK_TTL": env_int("GITOPS_APPLY_LOCK_TTL", 30, minimum=3),

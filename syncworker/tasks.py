@@ -68,20 +68,29 @@ def fetch_service(self: Task, deployment_id: int) -> dict[str, object]:
 @shared_task(name="syncworker.apply_deployment", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def apply_deployment(self: Task, deployment_id: int) -> dict[str, object]:
     result = chain.apply(deployment_id)
-    _retry_transient(self, deployment_id, result.transient, result.error, result.retry_after)
+    # The drain stops at the first deployment of the cluster that met a transient error,
+    # maybe not this task's own: that one is retried (the budget is this message's), and
+    # its run drains the cluster on from there.
+    if result.transient and self.request.retries >= MAX_RETRIES:
+        chain.give_up_apply(result.deployment_id, f"gave up after retries: {result.error}")
+    else:
+        _retry_transient(
+            self, result.deployment_id, result.transient, result.error, result.retry_after
+        )
     return {"status": result.status, "error": result.error, "skipped": result.skipped}
 
 
 def _retry_transient(
     task: Task, deployment_id: int, transient: bool, error: str, retry_after: float | None
 ) -> None:
-    """Retry a transient failure with backoff; one that outlived its retries fails."""
+    """Retry a transient failure of ``deployment_id`` with backoff; one that outlived its
+    retries fails."""
     if not transient:
         return
     if task.request.retries >= MAX_RETRIES:
         lifecycle.fail(deployment_id, Deployment.Reason.RETRIES, f"gave up after retries: {error}")
         return
-    raise task.retry(countdown=backoff(task.request.retries, retry_after))
+    raise task.retry(args=(deployment_id,), countdown=backoff(task.request.retries, retry_after))
 
 
 @shared_task(name="syncworker.check_health", acks_late=True)

@@ -287,7 +287,7 @@ def test_beat_and_the_apply_worker_are_single_recreated_pods() -> None:
     command = find(docs, "Deployment", "gitops-apply-worker")["spec"]["template"]["spec"][
         "containers"
     ][0]["command"]
-    assert command[-8:] == ["-n", "apply@%h", "-Q", "apply", "-c", "1", "-l", "INFO"]
+    assert command[-8:] == ["-n", "apply@%h", "-Q", "apply", "-c", "4", "-l", "INFO"]
 
 
 def test_fetch_workers_are_a_daemonset_on_management_nodes() -> None:

@@ -13,7 +13,7 @@ from kubernetes import client as k8s
 
 from syncworker.kube.labels import CREATE_ONLY_ANNOTATION
 from syncworker.models import Cluster, Deployment, NotificationTarget
-from syncworker.pipeline.deploying import lease_key
+from syncworker.pipeline.deploying import hand_on, lease_key
 from syncworker.pipeline.redisconn import redis_client
 from syncworker.pipeline.schedules import ensure_sweep_schedule
 from tests.support.beat import beat_process
@@ -133,6 +133,8 @@ def test_quick_commits_queued_behind_a_busy_cluster_end_at_the_last_in_order(
         assert core.read_namespaced_config_map("alpha", ns).data == {"value": "0"}
     finally:
         lease.release()
+        # What a lease holder does when it lets go with deployments still ready.
+        hand_on(cluster)
     history = finished(service, 4, timeout=90)
 
     assert [d.commit_sha for d in history[1:]] == commits

@@ -44,6 +44,11 @@ def apply(deployment_id: int) -> deploying.ApplyResult:
     return deploying.apply_deployment(deployment_id)
 
 
+def give_up_apply(deployment_id: int, error: str) -> None:
+    """A deployment that outlived its retries fails, and its cluster drains on."""
+    deploying.give_up(deployment_id, error)
+
+
 def check_health(deployment_id: int) -> waiting.HealthResult:
     """Are the applied objects healthy yet? Ends the deployment, or checks again later."""
     result = waiting.check_health(deployment_id)

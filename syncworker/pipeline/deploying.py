@@ -1,25 +1,43 @@
-"""Apply one deployment, in order, once.
+"""Apply deployments to each cluster in order, once; clusters in parallel.
 
-Order is enforced twice: the ``apply`` queue has a single consumer, and a Redis lock per
-cluster keeps a second apply worker (or a redelivered task) from applying to the same
-cluster at the same time. Inside the lock the row is re-read and guarded on its state:
-a finished deployment is a no-op, a deployment that a newer one of the same service
-overtook ends ``superseded`` without touching the cluster, and one left ``applying`` by a
-crashed worker is applied again (server-side apply is idempotent).
+Order, exactly: on one cluster, deployments are applied one at a time, in ascending
+deployment id among those *ready* (rendered, ``queued`` — or ``applying`` with no health
+wait, left so by a worker that died — and bound for that cluster). A deployment still
+being fetched is not ready, so a later one of another service may pass it; within a
+service only the newest matters (an older one still queued ends ``superseded``).
+Different clusters have nothing in common and apply at once, on as many apply worker
+processes and machines as there are.
+
+The cluster's lease (``pipeline.lease``) makes this so. A task takes the lease of its
+deployment's cluster and then *drains* the cluster: the oldest ready deployment, re-read
+under the lease and guarded on its state, then the next, until none is left. A task
+that finds the lease held returns at once, holding no worker slot: the holder reaches
+its deployment. After letting go, the holder looks once more and takes the lease again
+if something became ready meanwhile (its task found the lease still held), so nothing is
+left behind; the recovery sweep stays the backstop for a holder that died. Guards: a
+finished deployment is a no-op (a redelivered task applies nothing twice), one that a
+newer one of its service overtook ends ``superseded`` without touching the cluster, and
+one left ``applying`` by a crashed worker is applied again (server-side apply is
+idempotent).
+
+A transient error (429, a connection refused) stops the drain: the deployment goes back
+to ``queued`` and is retried with backoff, and nothing behind it on that cluster passes
+it. A drain hands the cluster on (one apply task) once it ran for half the task soft
+time limit, so no task outlives its limits or the broker's visibility timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import redis
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
-from redis.lock import Lock
 
 from syncworker.applyers import applyer_for
 from syncworker.applyers.base import Applyer, ApplyReport, TransientApplyError
@@ -27,16 +45,19 @@ from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
 from syncworker.pipeline import handoff, hooks, inventory, lifecycle
-from syncworker.pipeline.redisconn import redis_client
+from syncworker.pipeline.lease import Lease, lease_key
 from syncworker.pipeline.status import record_service_status, status_fields
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
 Reason = Deployment.Reason
+__all__ = ["ApplyResult", "apply_deployment", "give_up", "hand_on", "lease_key", "ready_on"]
 
 
 @dataclass
 class ApplyResult:
+    #: The deployment this result is about: the task's own, or the one a transient
+    #: error stopped the drain at (the one to retry).
     deployment_id: int
     status: str = ""
     skipped: str = ""
@@ -67,43 +88,89 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
         lifecycle.fail(deployment.pk, Reason.CLUSTER, "no cluster: configure a default cluster")
         result.status = Status.FAILED
         return result
-
-    # A short lease kept alive while we work: a worker that dies (SIGKILL, lost node)
-    # frees the cluster within the lease, and the redelivered task can go on.
-    lock = redis_client().lock(
-        lease_key(cluster.pk),
-        timeout=settings.GITOPS["APPLY_LOCK_TTL"],
-        blocking_timeout=settings.GITOPS["APPLY_LOCK_WAIT"],
-        thread_local=False,
-    )
-    if not lock.acquire():
-        result.transient, result.error = True, f"cluster {cluster.name} is busy"
+    lease = Lease(cluster.pk)
+    if not lease.acquire():
+        result.skipped = f"cluster {cluster.name} is busy: its lease holder applies this in turn"
         return result
-    stop = threading.Event()
-    keeper = threading.Thread(target=_keep_lock, args=(lock, stop), daemon=True)
-    keeper.start()
-    try:
-        return _apply_locked(deployment, cluster, result)
-    finally:
-        stop.set()
-        keeper.join()
+    return _drain(cluster, lease, result)
+
+
+def ready_on(cluster: Cluster) -> QuerySet[Deployment]:
+    """The deployments ready to apply to ``cluster``, in the order they apply."""
+    bound = Q(cluster_id=cluster.pk) | Q(cluster=None, service__cluster_id=cluster.pk)
+    if cluster.is_default:
+        bound |= Q(cluster=None, service__cluster=None)
+    return (
+        Deployment.objects.filter(bound, status__in=lifecycle.ACTIVE, health_deadline=None)
+        .exclude(bundle_digest="")
+        .order_by("pk")
+    )
+
+
+def hand_on(cluster: Cluster) -> int | None:
+    """Queue an apply for the cluster's oldest ready deployment (its task drains the
+    rest); what a lease holder does when it stops before the cluster is drained."""
+    first = ready_on(cluster).values_list("pk", flat=True).first()
+    if first is not None:
+        handoff.apply(first)
+    return first
+
+
+def give_up(deployment_id: int, error: str) -> None:
+    """Fail a deployment that outlived its retries (reason retries); the deployments
+    queued behind it on its cluster get an apply of their own."""
+    lifecycle.fail(deployment_id, Reason.RETRIES, error)
+    deployment = _load(deployment_id)
+    cluster = cluster_for(deployment) if deployment is not None else None
+    if cluster is not None:
+        hand_on(cluster)
+
+
+def drain_seconds() -> float:
+    return settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+
+
+def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
+    """Apply the cluster's ready deployments oldest first while holding its lease."""
+    until = time.monotonic() + drain_seconds()
+    done: set[int] = set()
+    while True:
         try:
-            lock.release()
-        except redis.exceptions.LockError:
-            log.warning("apply lock of cluster %s expired before release", cluster.name)
+            while time.monotonic() < until and (deployment := _next(cluster, done)):
+                done.add(deployment.pk)
+                result = _apply_locked(deployment, cluster, ApplyResult(deployment.pk))
+                outcome = "transient error" if result.transient else result.status or "skipped"
+                log.info("deployment %s on cluster %s: %s", deployment.pk, cluster.name, outcome)
+                if deployment.pk == own.deployment_id:
+                    own = result
+                if result.transient:
+                    # Nothing behind it may pass it: the drain stops, and it is retried.
+                    return result
+        finally:
+            lease.release()
+        if not ready_on(cluster).exclude(pk__in=done).exists():
+            return _unreached(own, done, "not ready to apply (not rendered yet)")
+        # Something became ready after our last look, or the time is up.
+        if time.monotonic() >= until:
+            hand_on(cluster)
+            return _unreached(own, done, "drain out of time: the cluster was handed on")
+        if not lease.acquire():
+            return _unreached(own, done, "a new holder of the cluster applies this in turn")
 
 
-def lease_key(cluster_id: int) -> str:
-    """The Redis key of a cluster's apply lease; the recovery sweep reads it too."""
-    return f"gitops:apply-lock:{cluster_id}"
+def _unreached(own: ApplyResult, done: set[int], why: str) -> ApplyResult:
+    if own.deployment_id not in done:
+        own.skipped = why
+    return own
 
 
-def _keep_lock(lock: Lock, stop: threading.Event) -> None:
-    while not stop.wait(settings.GITOPS["APPLY_LOCK_TTL"] / 3):
-        try:
-            lock.reacquire()
-        except redis.exceptions.RedisError as exc:
-            log.warning("could not extend the apply lock: %s", exc)
+def _next(cluster: Cluster, done: set[int]) -> Deployment | None:
+    return (
+        ready_on(cluster)
+        .exclude(pk__in=done)
+        .select_related("service__repository", "service__cluster", "cluster")
+        .first()
+    )
 
 
 def _apply_locked(deployment: Deployment, cluster: Cluster, result: ApplyResult) -> ApplyResult:

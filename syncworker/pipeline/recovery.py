@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from syncworker.models import Cluster, Deployment
 from syncworker.pipeline import handoff
-from syncworker.pipeline.deploying import lease_key
+from syncworker.pipeline.lease import lease_key
 from syncworker.pipeline.redisconn import redis_client
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from tests.support.procs import free_port, wait_until
 from tests.support.workers import PLAIN, WorkerProcess, spawn, start_worker
 
 # scripts/run's workers: queues and processes.
-WORKERS = {"fetch": ("default,poll,fetch,health,drift", 2), "apply": ("apply", 1)}
+WORKERS = {"fetch": ("default,poll,fetch,health,drift", 2), "apply": ("apply", 2)}
 
 
 class Server(Protocol):
@@ -61,7 +61,7 @@ class Stack(contextlib.ExitStack):
 
     def worker(self, kind: str) -> WorkerProcess:
         """A Celery worker as scripts/run starts it: ``fetch`` consumes default, poll and
-        fetch with two processes, ``apply`` the apply queue with one."""
+        fetch with two processes, ``apply`` the apply queue with two."""
         queues, concurrency = WORKERS[kind]
         worker = start_worker(queues=queues, concurrency=concurrency, environ=self.env, name=kind,
                               launch=PLAIN, options=(), log_dir=self.logs, timeout=90)  # fmt: skip
