@@ -35,8 +35,11 @@ FETCH = 2  # read the deployment with its service, store the bundle
 # Read the deployment (with service, repository, cluster and whether anyone is notified),
 # start, read the inventory, then in one transaction: the inventory's difference, the
 # service's record, the final state. (A service naming no cluster reads the default.)
-APPLY_FIRST = 8
-APPLY_AGAIN = 8
+# The cluster's drain adds three per drain, not per deployment: the pick of the oldest
+# ready deployment, the look that finds none left, and the look after letting go of the
+# lease (a deployment that became ready meanwhile).
+APPLY_FIRST = 11
+APPLY_AGAIN = 11
 
 
 def objects(service: str, namespace: str, rev: int) -> str:
