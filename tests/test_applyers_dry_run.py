@@ -264,7 +264,7 @@ def test_a_custom_resource_is_validated_against_the_crd_of_its_own_bundle(
 
 
 def free_cluster_ip(core: client.CoreV1Api) -> str:
-    """An address of the test server's service range (10.0.0.0/24) no Service holds."""
+    """An address of the test server's service range (10.0.0.0/16) no Service holds."""
     taken = {s.spec.cluster_ip for s in core.list_service_for_all_namespaces().items if s.spec}
     return next(f"10.0.0.{i}" for i in range(250, 10, -1) if f"10.0.0.{i}" not in taken)
 

@@ -287,8 +287,8 @@ def test_kubectl_server_side_apply_then_get_returns_applied_objects(
     by_name = {(i["kind"], i["metadata"]["name"]): i for i in got["items"]}
     assert by_name[("ConfigMap", "from-kubectl")]["data"] == {"answer": "42"}
     service = by_name[("Service", "web")]
-    # A ClusterIP was allocated from --service-cluster-ip-range (10.0.0.0/24).
-    assert service["spec"]["clusterIP"].startswith("10.0.0.")
+    # A ClusterIP was allocated from --service-cluster-ip-range (10.0.0.0/16).
+    assert service["spec"]["clusterIP"].startswith("10.0.")
 
     # What kubectl applied is what the Python client sees on the same server.
     core = client.CoreV1Api(kube_api_client)

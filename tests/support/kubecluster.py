@@ -278,7 +278,7 @@ class KubeClusterEnv(KubeTestEnv):
                 f"--root-ca-file={self.ca_file}",
                 f"--cluster-signing-cert-file={self.pki_dir / 'ca.crt'}",
                 f"--cluster-signing-key-file={self.pki_dir / 'ca.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.0.0.0/16",
                 # Its default is a directory under /usr/libexec, which it would create.
                 f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
                 "--kube-api-qps=100",

@@ -49,7 +49,7 @@ VERSION_FILE = TESTENV_DIR / "K8S_VERSION"
 BIN_DIR_ENV = "SIMPLE_GITOPS_K8S_TESTENV_BIN"
 
 ADMIN_USER = "admin"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"  # a test session creates hundreds of Services
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
