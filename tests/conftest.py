@@ -74,6 +74,20 @@ def _close_stray_database_sessions(
 
 
 @pytest.fixture
+def staff_api() -> Any:
+    """A REST client authenticated by the token of a staff user (imports here: this
+    module loads before pytest-django has set Django up)."""
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    user = User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
 def allow_file_repositories(settings: Any) -> Path:
     """file:// repositories are refused unless the operator names their root; these
     tests name /srv."""

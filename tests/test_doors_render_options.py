@@ -7,9 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from syncworker.config.importer import import_config
@@ -31,14 +29,6 @@ def repo() -> Repository:
     return Repository.objects.create(
         key="apps", provider="git", url="https://git.example.com/apps.git"
     )
-
-
-@pytest.fixture
-def staff_api() -> APIClient:
-    user = User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
 
 
 def admin_form(repo: Repository, **fields: Any) -> dict[str, Any]:

@@ -22,11 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from django.contrib.auth.models import User
 from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from syncworker.kube.labels import (
@@ -124,14 +122,6 @@ def names(kube_namespace: str) -> dict[str, str]:
     """Namespaces no test made yet, so that the services create them."""
     base = kube_namespace[:45]
     return {short: f"{base}-{short}" for short in ("prod", "stg", "a", "b", "c")}
-
-
-@pytest.fixture
-def staff_api() -> APIClient:
-    user = User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return api
 
 
 def monorepo(names: dict[str, str]) -> dict[str, str | bytes | None]:
