@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from syncworker.models import Cluster, Deployment, Repository, Service
@@ -35,14 +34,6 @@ def repo() -> Repository:
 @pytest.fixture
 def service(repo: Repository) -> Service:
     return Service.objects.create(name="web", repository=repo, k8s_yaml_dir="deploy/web")
-
-
-@pytest.fixture
-def staff() -> APIClient:
-    user = User.objects.create_user("ops", password="pw-ops-123456", is_staff=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
 
 
 @pytest.fixture
@@ -90,43 +81,45 @@ def test_session_writes_need_a_csrf_token(repo: Repository) -> None:
     assert "CSRF" in response.json()["detail"]
 
 
-def test_credentials_are_write_only(staff: APIClient, repo: Repository) -> None:
-    listed = staff.get("/api/repositories/")
-    detail = staff.get(f"/api/repositories/{repo.pk}/")
+def test_credentials_are_write_only(staff_api: APIClient, repo: Repository) -> None:
+    listed = staff_api.get("/api/repositories/")
+    detail = staff_api.get(f"/api/repositories/{repo.pk}/")
     for response in (listed, detail):
         text = response.content.decode()
         assert TOKEN not in text and SECRET not in text
     assert detail.json()["has_token"] is True
 
-    staff.patch(f"/api/repositories/{repo.pk}/", {"branch": "dev"}, format="json")
+    staff_api.patch(f"/api/repositories/{repo.pk}/", {"branch": "dev"}, format="json")
     repo.refresh_from_db()
     assert (repo.branch, repo.token, repo.webhook_secret) == ("dev", TOKEN, SECRET)
 
-    staff.patch(f"/api/repositories/{repo.pk}/", {"token": "ghp_rotated"}, format="json")
+    staff_api.patch(f"/api/repositories/{repo.pk}/", {"token": "ghp_rotated"}, format="json")
     repo.refresh_from_db()
     assert repo.token == "ghp_rotated"
 
 
 def test_deployment_history_filters_by_service_status_and_time(
-    staff: APIClient, service: Service
+    staff_api: APIClient, service: Service
 ) -> None:
     other = Service.objects.create(name="api", repository=service.repository, k8s_yaml_dir="a")
     ok = Deployment.objects.create(service=service, commit_sha="1" * 40, status="succeeded")
     Deployment.objects.create(service=service, commit_sha="2" * 40, status="failed")
     Deployment.objects.create(service=other, commit_sha="3" * 40, status="succeeded")
 
-    by_name = staff.get("/api/deployments/", {"service": "web", "status": "succeeded"}).json()
+    by_name = staff_api.get("/api/deployments/", {"service": "web", "status": "succeeded"}).json()
     assert [d["id"] for d in by_name["results"]] == [ok.pk]
     assert by_name["results"][0]["service_name"] == "web"
-    assert staff.get("/api/deployments/", {"service": service.pk}).json()["count"] == 2
-    assert staff.get("/api/deployments/", {"since": "2999-01-01T00:00:00Z"}).json()["count"] == 0
-    bad = staff.get("/api/deployments/", {"status": "exploded"})
+    assert staff_api.get("/api/deployments/", {"service": service.pk}).json()["count"] == 2
+    assert (
+        staff_api.get("/api/deployments/", {"since": "2999-01-01T00:00:00Z"}).json()["count"] == 0
+    )
+    bad = staff_api.get("/api/deployments/", {"status": "exploded"})
     assert bad.status_code == 400 and "status" in bad.json()
-    assert staff.get("/api/deployments/", {"since": "yesterday"}).status_code == 400
+    assert staff_api.get("/api/deployments/", {"since": "yesterday"}).status_code == 400
 
 
 def test_rolling_back_queues_the_exact_bundle_of_a_successful_deployment(
-    staff: APIClient, service: Service
+    staff_api: APIClient, service: Service
 ) -> None:
     good = Deployment.objects.create(
         service=service,
@@ -138,7 +131,7 @@ def test_rolling_back_queues_the_exact_bundle_of_a_successful_deployment(
     )
     failed = Deployment.objects.create(service=service, commit_sha="2" * 40, status="failed")
 
-    response = staff.post(f"/api/deployments/{good.pk}/rollback/")
+    response = staff_api.post(f"/api/deployments/{good.pk}/rollback/")
 
     assert response.status_code == 202
     rollback = Deployment.objects.get(pk=response.json()["id"])
@@ -148,13 +141,13 @@ def test_rolling_back_queues_the_exact_bundle_of_a_successful_deployment(
         "kind: X\n",
         "queued",
     )
-    assert staff.post(f"/api/deployments/{failed.pk}/rollback/").status_code == 409
+    assert staff_api.post(f"/api/deployments/{failed.pk}/rollback/").status_code == 409
 
 
 def test_a_service_directory_leaving_the_repository_is_refused(
-    staff: APIClient, repo: Repository
+    staff_api: APIClient, repo: Repository
 ) -> None:
-    response = staff.post(
+    response = staff_api.post(
         "/api/services/",
         {"name": "evil", "repository": repo.pk, "k8s_yaml_dir": "../../etc"},
         format="json",
@@ -163,18 +156,18 @@ def test_a_service_directory_leaving_the_repository_is_refused(
     assert "k8s_yaml_dir" in response.json()
 
 
-def test_the_openapi_schema_is_served(staff: APIClient) -> None:
-    response = staff.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def test_the_openapi_schema_is_served(staff_api: APIClient) -> None:
+    response = staff_api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert "/api/deployments/{id}/rollback/" in paths
     assert "/api/repositories/{id}/sync/" in paths
 
 
-def test_lists_are_paginated(staff: APIClient, service: Service) -> None:
+def test_lists_are_paginated(staff_api: APIClient, service: Service) -> None:
     for i in range(60):
         Deployment.objects.create(service=service, commit_sha=f"{i:040d}")
-    page = staff.get("/api/deployments/").json()
+    page = staff_api.get("/api/deployments/").json()
     assert page["count"] == 60
     assert len(page["results"]) == 50
     assert page["next"]
@@ -193,29 +186,31 @@ def test_lists_are_paginated(staff: APIClient, service: Service) -> None:
     ],
 )
 def test_history_filters_refuse_bad_values_naming_the_parameter(
-    staff: APIClient, service: Service, query: dict[str, str], parameter: str, message: str
+    staff_api: APIClient, service: Service, query: dict[str, str], parameter: str, message: str
 ) -> None:
-    response = staff.get("/api/deployments/", query)
+    response = staff_api.get("/api/deployments/", query)
     assert response.status_code == 400
     assert message in response.json()[parameter]
 
 
-def test_a_time_filter_without_an_offset_is_read_as_utc(staff: APIClient, service: Service) -> None:
+def test_a_time_filter_without_an_offset_is_read_as_utc(
+    staff_api: APIClient, service: Service
+) -> None:
     deployment = Deployment.objects.create(service=service, commit_sha="1" * 40)
     Deployment.objects.filter(pk=deployment.pk).update(
         queued_at=datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Django warns when a naive time reaches a query
-        before = staff.get("/api/deployments/", {"since": "2026-01-01T11:59:00"}).json()
-        after = staff.get("/api/deployments/", {"since": "2026-01-01T12:01:00"}).json()
+        before = staff_api.get("/api/deployments/", {"since": "2026-01-01T11:59:00"}).json()
+        after = staff_api.get("/api/deployments/", {"since": "2026-01-01T12:01:00"}).json()
     assert (before["count"], after["count"]) == (1, 0)
 
 
 def test_a_huge_limit_is_capped_instead_of_reaching_the_database(
-    staff: APIClient, service: Service
+    staff_api: APIClient, service: Service
 ) -> None:
     Deployment.objects.create(service=service, commit_sha="1" * 40)
-    response = staff.get("/api/deployments/", {"limit": "9" * 20})
+    response = staff_api.get("/api/deployments/", {"limit": "9" * 20})
     assert response.status_code == 200
     assert response.json()["count"] == 1
