@@ -176,6 +176,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 540, minimu
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "syncworker.poll_repository": {"queue": "poll"},
+    "syncworker.fetch_services": {"queue": "fetch"},
     "syncworker.fetch_service": {"queue": "fetch"},
     "syncworker.apply_deployment": {"queue": "apply"},
     "syncworker.notify_deployment": {"queue": "default"},
@@ -220,6 +221,9 @@ GITOPS: dict[str, Any] = {
     # Lease of the per-cluster apply lock, renewed while an apply runs: how long a
     # crashed apply worker keeps the cluster locked.
     "APPLY_LOCK_TTL": env_int("GITOPS_APPLY_LOCK_TTL", 30, minimum=3),
+    # How many deployments of one repository one fetch task renders: a monorepo commit
+    # touching 10,000 services is 500 messages, and their directories are read at once.
+    "FETCH_BATCH": env_int("GITOPS_FETCH_BATCH", 20, minimum=1),
     # Seconds between two health checks of a deployment waiting for its objects.
     "HEALTH_INTERVAL": env_int("GITOPS_HEALTH_INTERVAL", 5, minimum=1),
 }

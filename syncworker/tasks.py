@@ -16,7 +16,7 @@ import socket
 from celery import Task, shared_task
 
 from syncworker.models import Deployment, Repository
-from syncworker.pipeline import chain, lifecycle, recovery
+from syncworker.pipeline import chain, handoff, lifecycle, recovery
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 8
@@ -58,11 +58,30 @@ def poll_repository(
     }
 
 
-@shared_task(name="syncworker.fetch_service", bind=True, acks_late=True, max_retries=MAX_RETRIES)
-def fetch_service(self: Task, deployment_id: int) -> dict[str, object]:
-    result = chain.fetch(deployment_id)
-    _retry_transient(self, deployment_id, result.transient, result.error, result.retry_after)
-    return {"error": result.error, "skipped": result.skipped}
+@shared_task(name="syncworker.fetch_services", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+def fetch_services(self: Task, deployment_ids: list[int]) -> dict[str, object]:
+    results = chain.fetch(deployment_ids)
+    transient = [r for r in results if r.transient]
+    if transient:
+        # Only those retry; the rest of the batch is rendered or failed for good.
+        hints = [r.retry_after for r in transient if r.retry_after is not None]
+        _retry_transient(
+            self,
+            [r.deployment_id for r in transient],
+            transient[0].error,
+            max(hints) if hints else None,
+        )
+    return {
+        "rendered": [r.deployment_id for r in results if r.rendered],
+        "errors": {r.deployment_id: r.error for r in results if r.error},
+    }
+
+
+@shared_task(name="syncworker.fetch_service", acks_late=True)
+def fetch_service(deployment_id: int) -> None:
+    """The single-deployment message of earlier versions, still in a queue during an
+    upgrade: handed on as a batch of one."""
+    handoff.fetch([deployment_id])
 
 
 @shared_task(name="syncworker.apply_deployment", bind=True, acks_late=True, max_retries=MAX_RETRIES)
@@ -73,24 +92,23 @@ def apply_deployment(self: Task, deployment_id: int) -> dict[str, object]:
     # its run drains the cluster on from there.
     if result.transient and self.request.retries >= MAX_RETRIES:
         chain.give_up_apply(result.deployment_id, f"gave up after retries: {result.error}")
-    else:
-        _retry_transient(
-            self, result.deployment_id, result.transient, result.error, result.retry_after
-        )
+    elif result.transient:
+        _retry_transient(self, result.deployment_id, result.error, result.retry_after)
     return {"status": result.status, "error": result.error, "skipped": result.skipped}
 
 
 def _retry_transient(
-    task: Task, deployment_id: int, transient: bool, error: str, retry_after: float | None
+    task: Task, deployments: int | list[int], error: str, retry_after: float | None
 ) -> None:
-    """Retry a transient failure of ``deployment_id`` with backoff; one that outlived its
-    retries fails."""
-    if not transient:
-        return
+    """Retry a transient failure of ``deployments`` (the task's argument) with backoff;
+    those that outlived their retries fail."""
     if task.request.retries >= MAX_RETRIES:
-        lifecycle.fail(deployment_id, Deployment.Reason.RETRIES, f"gave up after retries: {error}")
+        for deployment_id in deployments if isinstance(deployments, list) else [deployments]:
+            lifecycle.fail(
+                deployment_id, Deployment.Reason.RETRIES, f"gave up after retries: {error}"
+            )
         return
-    raise task.retry(args=(deployment_id,), countdown=backoff(task.request.retries, retry_after))
+    raise task.retry(args=(deployments,), countdown=backoff(task.request.retries, retry_after))
 
 
 @shared_task(name="syncworker.check_health", acks_late=True)

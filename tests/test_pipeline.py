@@ -271,6 +271,11 @@ def test_the_sweep_resends_what_a_dead_worker_or_a_lost_broker_left_behind(
     Deployment.objects.filter(pk__in=[api, db]).update(queued_at=minutes_ago)
     assert requeue_stuck() == [api], "the oldest rendered one of a free cluster"
     Deployment.objects.filter(pk=web).update(queued_at=timezone.now() - timedelta(hours=1))
+    try:
+        redis_client().lpush("fetch", "a message still waiting")
+        assert requeue_stuck() == [api], "a fetch backlog is a queue, not a lost message"
+    finally:
+        redis_client().delete("fetch")
     assert requeue_stuck() == [web, api], "and a fetch that waited past the time limit"
     assert requeue_stuck(older_than=timedelta(days=1)) == [api]
 

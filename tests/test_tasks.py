@@ -12,6 +12,7 @@ from syncworker import tasks
 from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import chain
 from syncworker.pipeline.deploying import ApplyResult
+from syncworker.pipeline.fetching import FetchResult
 from syncworker.pipeline.polling import PollResult
 
 pytestmark = pytest.mark.django_db
@@ -88,3 +89,30 @@ def test_only_polls_a_person_or_a_webhook_asked_for_are_retried(
 
     assert len(calls) == attempts
     assert {c["trigger"] for c in calls} == {trigger}
+
+
+def test_a_fetch_batch_retries_only_its_transient_deployments_then_fails_them(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = Deployment.objects.create(service=deployment.service, commit_sha="b" * 40)
+    calls: list[list[int]] = []
+
+    def half_unreachable(deployment_ids: list[int]) -> list[FetchResult]:
+        calls.append(list(deployment_ids))
+        return [
+            FetchResult(pk, transient=True, error="503 from the host")
+            if pk == other.pk
+            else FetchResult(pk, rendered=True)
+            for pk in deployment_ids
+        ]
+
+    monkeypatch.setattr(chain, "fetch", half_unreachable)
+    monkeypatch.setattr(tasks, "backoff", lambda retries, hint=None: 0.0)
+
+    tasks.fetch_services.apply(args=([deployment.pk, other.pk],))
+
+    assert calls[0] == [deployment.pk, other.pk]
+    assert calls[1:] == [[other.pk]] * tasks.MAX_RETRIES, "only the transient one again"
+    failed = Deployment.objects.get(pk=other.pk)
+    assert (failed.status, failed.reason) == ("failed", "retries")
+    assert Deployment.objects.get(pk=deployment.pk).status == "queued", "the other one untouched"

@@ -7,6 +7,10 @@
 
     check_drift ──▶ (self_heal: apply)         drift, on its own schedule per service
 
+A poll's changed services are fetched in batches (one task renders up to
+``GITOPS_FETCH_BATCH``); a batch hands on one apply per cluster, as the task that takes a
+cluster's lease applies every ready deployment of it, oldest first (``deploying``).
+
 Each stage is a plain function over ids: it re-reads its rows, guards on their state,
 does its work and commits. What comes next is decided here and handed off by task name
 (``handoff``), after commit; reaching a final state hands on the notification
@@ -22,21 +26,27 @@ from syncworker.pipeline import deploying, drift, fetching, handoff, notify, pol
 def poll(
     repository_id: int, *, trigger: str, force: bool = False, service_ids: list[int] | None = None
 ) -> polling.PollResult:
-    """Has the branch moved, and which services changed? Each gets a fetch."""
+    """Has the branch moved, and which services changed? They get fetched, in batches."""
     result = polling.poll_repository(
         repository_id, trigger=trigger, force=force, service_ids=service_ids
     )
-    for deployment_id in result.deployments:
-        handoff.fetch(deployment_id)
+    handoff.fetch(result.deployments)
     return result
 
 
-def fetch(deployment_id: int) -> fetching.FetchResult:
-    """Read, parse, validate and mutate the service at its commit; a bundle gets applied."""
-    result = fetching.fetch_and_render(deployment_id)
-    if result.rendered:
+def fetch(deployment_ids: list[int]) -> list[fetching.FetchResult]:
+    """Read, parse, validate and mutate each service at its commit; bundles get applied:
+    one apply per cluster, whose task drains every ready deployment of it in order."""
+    results = fetching.fetch_and_render_many(deployment_ids)
+    first: dict[int, int] = {}
+    for result in results:
+        if result.rendered:
+            first[result.cluster_key] = min(
+                result.deployment_id, first.get(result.cluster_key, result.deployment_id)
+            )
+    for deployment_id in sorted(first.values()):
         handoff.apply(deployment_id)
-    return result
+    return results
 
 
 def apply(deployment_id: int) -> deploying.ApplyResult:

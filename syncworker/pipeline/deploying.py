@@ -133,42 +133,47 @@ def drain_seconds() -> float:
 def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
     """Apply the cluster's ready deployments oldest first while holding its lease."""
     until = time.monotonic() + drain_seconds()
-    done: set[int] = set()
+    # Those met that may still look ready (not started, or waiting for their hooks) are
+    # not taken again; one that ended is not ready any more, so the set stays small.
+    passed: set[int] = set()
+    reached = False
     while True:
         try:
-            while time.monotonic() < until and (deployment := _next(cluster, done)):
-                done.add(deployment.pk)
+            while time.monotonic() < until and (deployment := _next(cluster, passed)):
                 result = _apply_locked(deployment, cluster, ApplyResult(deployment.pk))
+                if result.status not in (Status.SUCCEEDED, Status.FAILED, Status.SUPERSEDED):
+                    passed.add(deployment.pk)
                 outcome = "transient error" if result.transient else result.status or "skipped"
                 log.info("deployment %s on cluster %s: %s", deployment.pk, cluster.name, outcome)
                 if deployment.pk == own.deployment_id:
-                    own = result
+                    own, reached = result, True
                 if result.transient:
                     # Nothing behind it may pass it: the drain stops, and it is retried.
                     return result
         finally:
             lease.release()
-        if not ready_on(cluster).exclude(pk__in=done).exists():
-            return _unreached(own, done, "not ready to apply (not rendered yet)")
+        if not ready_on(cluster).exclude(pk__in=passed).exists():
+            return _unreached(own, reached, "not ready to apply (not rendered yet)")
         # Something became ready after our last look, or the time is up.
         if time.monotonic() >= until:
             hand_on(cluster)
-            return _unreached(own, done, "drain out of time: the cluster was handed on")
+            return _unreached(own, reached, "drain out of time: the cluster was handed on")
         if not lease.acquire():
-            return _unreached(own, done, "a new holder of the cluster applies this in turn")
+            return _unreached(own, reached, "a new holder of the cluster applies this in turn")
 
 
-def _unreached(own: ApplyResult, done: set[int], why: str) -> ApplyResult:
-    if own.deployment_id not in done:
+def _unreached(own: ApplyResult, reached: bool, why: str) -> ApplyResult:
+    if not reached:
         own.skipped = why
     return own
 
 
-def _next(cluster: Cluster, done: set[int]) -> Deployment | None:
+def _next(cluster: Cluster, passed: set[int]) -> Deployment | None:
     return (
         ready_on(cluster)
-        .exclude(pk__in=done)
+        .exclude(pk__in=passed)
         .select_related("service__repository", "service__cluster", "cluster")
+        .annotate(notify=lifecycle.any_target())
         .first()
     )
 

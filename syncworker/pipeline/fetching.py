@@ -1,6 +1,8 @@
-"""Fetch and render one queued deployment: read the service at exactly its commit (its
+"""Fetch and render queued deployments: read each service at exactly its commit (its
 directory, and for kustomize every base and component it names, anywhere in the
 repository), build, parse, validate, mutate, and store the bundle for the apply stage.
+A batch (the services a poll found changed, up to ``GITOPS_FETCH_BATCH``) shares one
+read of its rows and one source, which may read all their directories at once.
 
 Rendering is pure and deterministic, so a redelivered fetch renders the same bundle; the
 state guard (queued and not yet rendered) keeps a second fetch from storing it twice.
@@ -11,6 +13,7 @@ the next poll compares exactly those paths (``pipeline.changes``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,9 @@ class FetchResult:
     error: str = ""
     transient: bool = False
     retry_after: float | None = None
+    #: The cluster the deployment applies to (0: the default one), known without a query
+    #: so the chain sends one apply per cluster for a batch.
+    cluster_key: int = 0
 
 
 @dataclass
@@ -70,18 +76,67 @@ class _Reader:
 
 
 def fetch_and_render(deployment_id: int) -> FetchResult:
-    result = FetchResult(deployment_id)
-    deployment = (
-        Deployment.objects.select_related("service__repository").filter(pk=deployment_id).first()
-    )
-    if deployment is None:
-        result.skipped = "deployment no longer exists"
-        return result
-    if deployment.status != Deployment.Status.QUEUED or deployment.bundle_digest:
-        result.skipped = f"already rendered or {deployment.status}"
-        return result
+    (result,) = fetch_and_render_many([deployment_id])
+    return result
+
+
+def fetch_and_render_many(deployment_ids: Sequence[int]) -> list[FetchResult]:
+    """Render a batch of deployments (the poll hands a repository's changed services on
+    in batches): their rows in one read, one source per repository, and the directories
+    of each commit's services read from it at once before each service renders."""
+    rows = {
+        deployment.pk: deployment
+        for deployment in Deployment.objects.select_related("service__repository").filter(
+            pk__in=deployment_ids
+        )
+    }
+    results = {pk: FetchResult(pk) for pk in deployment_ids}
+    groups: dict[tuple[int, str], list[Deployment]] = {}
+    for pk, result in results.items():
+        deployment = rows.get(pk)
+        if deployment is None:
+            result.skipped = "deployment no longer exists"
+        elif deployment.status != Deployment.Status.QUEUED or deployment.bundle_digest:
+            result.skipped = f"already rendered or {deployment.status}"
+        else:
+            groups.setdefault((deployment.service.repository_id, deployment.commit_sha), []).append(
+                deployment
+            )
+    for (_, commit), group in groups.items():
+        source = source_for(group[0].service.repository, workspace=settings.GITOPS["WORKSPACE"])
+        _prefetch(source, commit, group)
+        for deployment in group:
+            result = results[deployment.pk]
+            try:
+                _fetch_one(deployment, source, result)
+            except Exception as exc:
+                # One service's surprise (a bug, a lost database) must not leave the rest
+                # of the batch queued for the sweep, nor this one queued for ever.
+                log.exception("fetch of deployment %s failed unexpectedly", deployment.pk)
+                result.error = f"internal error: {type(exc).__name__}: {exc}"
+                lifecycle.fail(deployment.pk, Reason.RENDER, result.error)
+    return list(results.values())
+
+
+def _prefetch(source: Source, commit: str, group: list[Deployment]) -> None:
+    """Only a hint: whatever goes wrong here, each service's own read reports it."""
+    if len(group) < 2:
+        return
+    directories = []
+    for deployment in group:
+        try:
+            directories.append(normalize_dir(deployment.service.k8s_yaml_dir))
+        except UnsafePathError:
+            continue
+    try:
+        source.prefetch(commit, directories)
+    except (SourceError, UnsafePathError) as exc:
+        log.info("prefetch of %d directories at %s skipped: %s", len(directories), commit, exc)
+
+
+def _fetch_one(deployment: Deployment, source: Source, result: FetchResult) -> None:
+    result.cluster_key = deployment.cluster_id or deployment.service.cluster_id or 0
     service = deployment.service
-    source = source_for(service.repository, workspace=settings.GITOPS["WORKSPACE"])
     reader = _Reader(source, deployment.commit_sha)
     rendered: RenderResult | None = None
     failure: tuple[Reason, str] | None = None
@@ -96,7 +151,7 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
         result.error = str(exc)
         if exc.transient:
             result.transient, result.retry_after = True, exc.retry_after
-            return result
+            return
         failure = (Reason.FETCH, f"fetch failed: {exc}")
 
     try:
@@ -104,12 +159,12 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
     except SourceError as exc:
         if exc.transient and failure is None:
             result.error, result.transient, result.retry_after = str(exc), True, exc.retry_after
-            return result
+            return
         read = {}  # the failure already says what is wrong with the repository
     if failure is not None or rendered is None:
         reason, result.error = failure or (Reason.RENDER, "nothing rendered")
         lifecycle.fail(deployment.pk, reason, result.error, **read)
-        return result
+        return
 
     bundle = _with_namespace(rendered)
     repo = service.repository
@@ -120,7 +175,7 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
     ):
         result.error = f"outside what repository {repo.key} may touch:\n" + "\n".join(problems)
         lifecycle.fail(deployment.pk, Reason.POLICY, result.error, **read)
-        return result
+        return
     result.rendered = lifecycle.store_bundle(
         deployment.pk,
         bundle=bundle.yaml,
@@ -132,7 +187,6 @@ def fetch_and_render(deployment_id: int) -> FetchResult:
     )
     if not result.rendered:
         result.skipped = "rendered concurrently"
-    return result
 
 
 def _render(service: Service, base_dir: str, commit: str, reader: _Reader) -> RenderResult:

@@ -13,15 +13,17 @@ task fails, and the recovery sweep re-queues a deployment it left queued or appl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
 from gitops_site.celery import app
 
 POLL = "syncworker.poll_repository"
-FETCH = "syncworker.fetch_service"
+FETCH = "syncworker.fetch_services"
 APPLY = "syncworker.apply_deployment"
 NOTIFY = "syncworker.notify_deployment"
 CHECK_HEALTH = "syncworker.check_health"
@@ -59,8 +61,12 @@ def poll(
     _send(POLL, repository_id, **kwargs)
 
 
-def fetch(deployment_id: int) -> None:
-    _send(FETCH, deployment_id)
+def fetch(deployment_ids: Sequence[int]) -> None:
+    """Fetch tasks for these deployments, ``GITOPS_FETCH_BATCH`` to a task."""
+    size = settings.GITOPS["FETCH_BATCH"]
+    ids = list(deployment_ids)
+    for start in range(0, len(ids), size):
+        _send(FETCH, ids[start : start + size])
 
 
 def apply(deployment_id: int) -> None:

@@ -17,7 +17,9 @@ whenever a deployment *may* have lost its message:
   wait and no lease until the apply task takes it, so a lost apply is the case above;
 - per cluster with a free lease, the oldest rendered deployment waiting longer than
   ``STALLED_SECONDS``, and any deployment waiting for its fetch longer than the task time
-  limit: a message stuck with a dead worker or dropped on the way.
+  limit while the fetch queue holds no message: a message stuck with a dead worker or
+  dropped on the way. (A long backlog is not a lost message: 10,000 services of one
+  commit wait in the queue for minutes, and re-sending them would only double it.)
 """
 
 from __future__ import annotations
@@ -63,7 +65,13 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
         pipe = client.pipeline(transaction=False)
         for cluster_id in clusters:
             pipe.exists(lease_key(cluster_id))
-        free = [pk for pk, held in zip(clusters, pipe.execute(), strict=True) if not held]
+        fetch_queue = settings.CELERY_TASK_ROUTES[handoff.FETCH]["queue"]
+        # kombu's Redis transport keeps a queue as a list per priority step.
+        for key in [fetch_queue, *(f"{fetch_queue}\x06\x16{step}" for step in (3, 6, 9))]:
+            pipe.llen(key)
+        answers = pipe.execute()
+        held_leases, backlog = answers[: len(clusters)], sum(answers[len(clusters) :])
+        free = [pk for pk, held in zip(clusters, held_leases, strict=True) if not held]
     except redis.RedisError as exc:
         log.warning("sweep skipped, Redis unavailable: %s", exc)
         return []
@@ -91,23 +99,24 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
     )
     unrendered = Deployment.objects.filter(
         status=Status.QUEUED, bundle_digest="", queued_at__lt=now - fetch_grace
-    ).order_by("pk")[:MAX_FETCHES_PER_SWEEP]
+    ).order_by("pk")[: 0 if backlog else MAX_FETCHES_PER_SWEEP]
     return _resend(
         lost | Deployment.objects.filter(pk__in=list(unrendered.values_list("pk", flat=True)))
     )
 
 
 def _resend(deployments: QuerySet[Deployment]) -> list[int]:
-    requeued = []
+    requeued, fetches = [], []
     rows = deployments.values_list("pk", "status", "bundle_digest", "health_deadline")
     for pk, status, digest, health_deadline in rows.order_by("pk"):
         if status == Status.QUEUED and not digest:
-            handoff.fetch(pk)
+            fetches.append(pk)
         elif health_deadline is not None:
             handoff.check_health(pk)
         else:
             handoff.apply(pk)
         requeued.append(pk)
+    handoff.fetch(fetches)
     if requeued:
         log.warning("re-queued %d deployments: %s", len(requeued), requeued[:20])
     return requeued

@@ -95,6 +95,11 @@ class Source(Protocol):
         the repository); None when there is no file there."""
         ...
 
+    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
+        """A hint before several services of one commit are read: a source may read all
+        ``directories`` at once and answer the reads under them from memory."""
+        ...
+
 
 def normalize_dir(path: str) -> str:
     """A repository-relative directory in canonical form (``""`` for the root), by the

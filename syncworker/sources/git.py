@@ -227,6 +227,9 @@ class GitSource:
             find_entry=lambda target: self._find(commit, target),
         )
 
+    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
+        """Nothing yet: every read asks the source."""
+
     def read_file(self, commit: str, path: str) -> bytes | None:
         target = normalize_dir(path)
         if not target:

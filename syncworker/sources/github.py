@@ -180,6 +180,9 @@ class GitHubSource:
             find_entry=lambda target: self._find(commit, target),
         )
 
+    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
+        """Nothing yet: every read asks the source."""
+
     def read_file(self, commit: str, path: str) -> bytes | None:
         target = normalize_dir(path)
         entry = self._find(commit, target) if target else None
