@@ -136,6 +136,25 @@ class RssSampler(InThread):
         }
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU used so far by a process tree: each live process's own user and system time
+    plus what the children it reaped used (the git processes of a fetch worker)."""
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14 to 17 of proc(5), after comm and state.
+        ticks += sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(roots: dict[str, int]) -> dict[str, float]:
+    return {kind: tree_cpu_seconds(pid) for kind, pid in roots.items()}
+
+
 def redis_commands(url: str) -> dict[str, int]:
     """Calls per command since the server started (INFO commandstats)."""
     import redis
@@ -299,6 +318,13 @@ def run(ctx: Context) -> dict[str, Any]:
                 "apply worker": apply.pid,
                 "beat": beat.pid,
             }
+            cpu_roots = {
+                **roots,
+                "kube-apiserver and etcd": kube.env.pid,
+                "postgresql": ctx.postgres.proc.pid if ctx.postgres.proc else 0,
+                "redis": ctx.redis.proc.pid if ctx.redis.proc else 0,
+            }
+            cpu_before = cpu_by_process(cpu_roots)
             redis_before = redis_commands(ctx.redis.url)
             db_before = monitor.database()
             monitor.reset_statements()
@@ -306,6 +332,7 @@ def run(ctx: Context) -> dict[str, Any]:
             with RssSampler(roots) as rss, requests.Session() as session:
                 progress = _sync(session, web, monitor, commit, count, timeout)
             redis_after = redis_commands(ctx.redis.url)
+            cpu_after = cpu_by_process(cpu_roots)
             statements = monitor.statements()
         time.sleep(1.5)  # closed connections report their last counts on exit
         db_after = monitor.database()
@@ -329,6 +356,7 @@ def run(ctx: Context) -> dict[str, Any]:
         **{k: v for k, v in progress.items() if k != "t0_epoch"},
         "rss": rss.result(),
         "rss_samples": rss.samples,
+        "cpu_seconds": {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_roots},
         "redis": redis_delta(redis_before, redis_after),
         "postgres_statements": statements,
         "postgres_database": database,
@@ -505,6 +533,15 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str]]:
                 f"  peak RSS, {kind}",
                 f"largest process {rss['peak_process_mib']:.0f} MiB, whole tree "
                 f"{rss['peak_tree_mib']:.0f} MiB ({rss['max_processes']} processes at most)",
+            )
+        )
+    if cpu := result.get("cpu_seconds"):
+        total = sum(cpu.values()) or 1.0
+        rows.append(
+            (
+                "  CPU seconds during the sync",
+                f"{total:.0f} in all: "
+                + ", ".join(f"{k} {v:.0f} ({v / total:.0%})" for k, v in cpu.items()),
             )
         )
     rows.append(("  Redis commands", f"{result['redis']['commands']:,}"))

@@ -227,6 +227,11 @@ class KubeTestEnv:
         self.stop()
 
     @property
+    def pid(self) -> int:
+        """The apiserver's process id (etcd runs inside it), 0 when not started."""
+        return self._proc.pid if self._proc is not None else 0
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
