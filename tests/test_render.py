@@ -18,6 +18,7 @@ from syncworker.kube.labels import (
 from syncworker.kube.refs import ObjectRef
 from syncworker.render import Bundle, RenderOptions, render_bundle
 from syncworker.render import parse as parse_module
+from syncworker.render.bundle import make_bundle, prepend
 from syncworker.sources.base import SourceFile, UnsafePathError
 
 BASE = "deploy/web"
@@ -347,3 +348,17 @@ def test_multi_line_values_are_dumped_as_blocks():
     files = [SourceFile(f"{BASE}/app.json", b'{\n  "a": 1\n}\n')]
     bundle = render_bundle(files, OPTIONS)
     assert '  app.json: |\n    {\n      "a": 1\n    }\n' in bundle.yaml
+
+
+def test_a_namespace_put_first_gives_the_bundle_made_with_it_first() -> None:
+    objects = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "x\ny"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b"}, "spec": {}},
+    ]
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
+
+    joined = prepend(namespace, make_bundle(objects, ["skipped x"]))
+
+    whole = make_bundle([namespace, *objects], ["skipped x"])
+    assert (joined.yaml, joined.digest, joined.refs) == (whole.yaml, whole.digest, whole.refs)
+    assert joined.objects == whole.objects and joined.warnings == whole.warnings

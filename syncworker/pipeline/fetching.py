@@ -29,7 +29,7 @@ from syncworker.render import (
     ServiceOptions,
     render_service,
 )
-from syncworker.render.bundle import Bundle, make_bundle
+from syncworker.render.bundle import Bundle, prepend
 from syncworker.render.policy import check_tenancy
 from syncworker.sources import Source, source_for
 from syncworker.sources.base import (
@@ -239,8 +239,7 @@ def _with_namespace(rendered: RenderResult) -> Bundle:
     """The bundle to apply: the service's namespace to create first, when there is one."""
     if rendered.namespace is None:
         return rendered.bundle
-    objects = [rendered.namespace, *rendered.bundle.objects]
-    return make_bundle(objects, rendered.warnings)
+    return prepend(rendered.namespace, rendered.bundle)
 
 
 def _render_message(exc: Exception) -> str:

@@ -97,6 +97,19 @@ def make_bundle(objects: Sequence[dict[str, Any]], warnings: Sequence[str] = ())
     )
 
 
+def prepend(obj: dict[str, Any], bundle: Bundle) -> Bundle:
+    """``bundle`` with ``obj`` first, as ``make_bundle`` would make it: documents dump
+    one by one, so only the new one is dumped (the rest of the text is reused)."""
+    text = dump_yaml([obj]) + bundle.yaml
+    return Bundle(
+        objects=(obj, *bundle.objects),
+        yaml=text,
+        digest=hashlib.sha256(text.encode()).hexdigest(),
+        refs=tuple(ObjectRef.of(o) for o in (obj, *bundle.objects) if not hooks.is_hook(o)),
+        warnings=bundle.warnings,
+    )
+
+
 def dump_yaml(objects: Sequence[dict[str, Any]]) -> str:
     return yaml.dump_all(
         objects,
