@@ -20,7 +20,7 @@ from syncworker.applyers import applied
 from syncworker.applyers.applied import key_of, list_live
 from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.kubeapi import KubeApi, Resource
-from syncworker.applyers.kubernetes import KubernetesApplyer
+from syncworker.applyers.kubernetes import GET_AT_MOST, KubernetesApplyer
 from syncworker.kube.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
 from syncworker.kube.refs import ObjectRef
 from tests.support.kube_throttle import Throttle
@@ -470,7 +470,7 @@ def dry_run(sent: list[Sent]) -> list[str]:
 
 
 @pytest.mark.kube
-def test_a_resync_of_an_unchanged_bundle_patches_nothing_and_lists_once_per_kind_and_ns(
+def test_a_resync_of_an_unchanged_bundle_patches_nothing_and_reads_each_object_once(
     applyer: KubernetesApplyer,
     kube_namespace: str,
     kube_api_client: client.ApiClient,
@@ -490,16 +490,40 @@ def test_a_resync_of_an_unchanged_bundle_patches_nothing_and_lists_once_per_kind
     assert output.splitlines()[-1].startswith(f"0 objects applied, {len(objects)} unchanged in ")
     assert patched(sent) == dry_run(sent) == []
     assert live_versions(kube_api_client, objects) == before
-    # One metadata-only LIST by our labels per (resource, namespace), nothing else.
-    pairs = {object_path(obj).rsplit("/", 1)[0] for obj in objects}
-    assert len(pairs) == 7
-    assert len(sent) <= len(pairs) + 1
-    assert {s.path for s in sent} == pairs
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{SERVICE_LABEL}=web"
+    # A few objects of a kind per namespace: one metadata-only GET of each by name (an
+    # index lookup for the apiserver, where a labelled LIST walks the whole kind).
+    assert sorted(s.path for s in sent) == sorted(map(object_path, objects))
     for request in sent:
-        assert request.method == "GET"
-        assert request.query == {"labelSelector": selector, "limit": "500"}
-        assert "as=PartialObjectMetadataList" in request.accept
+        assert (request.method, request.query) == ("GET", {})
+        assert "as=PartialObjectMetadata;" in request.accept
+
+
+@pytest.mark.kube
+def test_many_unchanged_objects_of_a_kind_are_found_by_one_labelled_list(
+    applyer: KubernetesApplyer, kube_namespace: str, sent: list[Sent]
+) -> None:
+    objects = [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": f"cm-{i:02}", "namespace": kube_namespace, "labels": labels()},
+         "data": {"index": str(i)}}
+        for i in range(GET_AT_MOST + 1)
+    ]  # fmt: skip
+    assert applyer.apply(to_yaml(objects))[0]
+    sent.clear()
+
+    ok, output = applyer.apply(to_yaml(objects))
+
+    assert ok, output
+    assert outcome(output) == expected(objects)
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{SERVICE_LABEL}=web"
+    assert [(s.method, s.path, s.query) for s in sent] == [
+        (
+            "GET",
+            f"/api/v1/namespaces/{kube_namespace}/configmaps",
+            {"labelSelector": selector, "limit": "500"},
+        )
+    ]
+    assert "as=PartialObjectMetadataList" in sent[0].accept
 
 
 @pytest.mark.kube

@@ -33,6 +33,7 @@ MAX_PARSED_OBJECTS = 50_000
 LIST_PAGE_SIZE = 500
 # Metadata only: a page of 500 ConfigMaps or Secrets would otherwise carry their data.
 # The plain list after the comma is for servers that cannot convert (aggregated APIs).
+METADATA_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 METADATA_LIST_ACCEPT = (
     "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 )
@@ -192,6 +193,42 @@ def same_as_live(answer: dict[str, Any], live: dict[str, Any]) -> bool:
         return {key: value for key, value in obj.items() if key not in ("apiVersion", "kind")}
 
     return bare(answer) == bare(live)
+
+
+def get_live(
+    api: KubeApi, resource: Resource, namespace: str, selector: str, name: str, *, full: bool
+) -> Listing:
+    """What ``list_live`` would find of the object ``name``, by one GET: the apiserver
+    answers a GET by name from an index, while a labelled LIST walks every object of the
+    kind in the namespace (10,000 services sharing one namespace made each LIST read
+    40,000 ConfigMaps)."""
+    listing = Listing()
+    accept = "application/json" if full else METADATA_ACCEPT
+    try:
+        response = api.request("GET", resource.path(namespace, name), accept=accept)
+    except TransientApplyError as exc:
+        listing.problem = str(exc)
+        return listing
+    if response.status == 404:
+        return listing
+    if response.status != 200:
+        listing.problem = response.message()
+        return listing
+    try:
+        item = response.json()
+    except ValueError:
+        listing.problem = f"HTTP {response.status}: the answer is not JSON"
+        return listing
+    meta = item.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    wanted = dict(pair.split("=", 1) for pair in selector.split(","))
+    version, uid = meta.get("resourceVersion"), meta.get("uid")
+    # An object without our labels is not one the LIST would show.
+    if version and uid and all(labels.get(k) == v for k, v in wanted.items()):
+        listing.live[name] = (version, uid)
+        if full:
+            listing.objects[name] = item
+    return listing
 
 
 def list_live(

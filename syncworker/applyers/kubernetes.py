@@ -42,6 +42,7 @@ from syncworker.applyers.applied import (
     Listing,
     Manifest,
     ParsedBundles,
+    get_live,
     list_live,
     same_as_live,
 )
@@ -71,6 +72,8 @@ from syncworker.kube.refs import ObjectRef
 
 DEFINITIONS = (NAMESPACE, CRD)
 WAVE_POLL_SECONDS = 1.0
+# Up to this many objects of one kind in one namespace are read by name, not listed.
+GET_AT_MOST = 8
 
 
 class KubernetesApplyer(Applyer):
@@ -335,10 +338,11 @@ class KubernetesApplyer(Applyer):
         compare_live: bool,
     ) -> set[int]:
         """Indexes of the jobs whose body is the one we last applied and whose object
-        nobody wrote to since: one paginated LIST per kind, namespace and service.
+        nobody wrote to since: per kind, namespace and service, a GET of each object when
+        there are at most ``GET_AT_MOST`` of them, else one paginated labelled LIST.
 
         Of the objects this process does not remember applying (a new worker, another
-        worker), the LIST brings the live objects (``done.live``): their dry runs are
+        worker), the read brings the live objects (``done.live``): their dry runs are
         compared with them, and an apply that would change nothing is not sent.
         """
         if not self.verify_unchanged:
@@ -358,11 +362,29 @@ class KubernetesApplyer(Applyer):
         if not groups:
             return set()
         full = {group for group, members in groups.items() if any(m is None for _, m in members)}
-        listed: list[Listing] = run_all(
-            pool, lambda group: list_live(api, *group, full=group in full), list(groups)
-        )
+        # A few objects of a kind are read by name, more by one labelled LIST.
+        reads: list[tuple[tuple[Resource, str, str], str | None]] = []
+        for group, members in groups.items():
+            if len(members) <= GET_AT_MOST:
+                reads += [(group, jobs[i].target.ref.name) for i, _ in members]
+            else:
+                reads.append((group, None))
+
+        def read(item: tuple[tuple[Resource, str, str], str | None]) -> Listing:
+            group, name = item
+            if name is None:
+                return list_live(api, *group, full=group in full)
+            return get_live(api, *group, name, full=group in full)
+
+        listings: dict[tuple[Resource, str, str], Listing] = {}
+        for (group, _), answer in zip(reads, run_all(pool, read, reads), strict=True):
+            listing = listings.setdefault(group, Listing())
+            listing.live.update(answer.live)
+            listing.objects.update(answer.objects)
+            listing.problem = listing.problem or answer.problem
         unchanged: set[int] = set()
-        for (group, members), listing in zip(groups.items(), listed, strict=True):
+        for group, members in groups.items():
+            listing = listings[group]
             if listing.problem:  # not an error: these objects are simply applied
                 done.notes.append(
                     f"{collection_name(*group[:2])}: cannot list to find unchanged objects, "
