@@ -878,3 +878,38 @@ def test_without_kubeconfig_outside_a_cluster_install_explains_why(
 
     assert not ok
     assert message.startswith("cannot load in-cluster service account: ")
+
+
+@pytest.mark.kube
+def test_objects_the_inventory_never_held_are_not_read_before_their_dry_run(
+    applyer: KubernetesApplyer, kube_namespace: str, sent: list[Sent]
+) -> None:
+    objects = service_objects(kube_namespace)
+
+    report = applyer.apply_bundle(to_yaml(objects), held=set())
+
+    assert report.ok, report.output
+    assert [s for s in sent if s.method == "GET" and "/namespaces/" in s.path] == [], (
+        "a new service's objects cost their dry run and apply, no read"
+    )
+    assert patched(sent) == dry_run(sent) == sorted(map(object_path, objects))
+
+
+@pytest.mark.kube
+def test_objects_the_inventory_holds_are_read_and_left_alone_by_a_new_worker(
+    applyer: KubernetesApplyer, kube_env: KubeTestEnv, kube_namespace: str, sent: list[Sent]
+) -> None:
+    objects = service_objects(kube_namespace)
+    assert applyer.apply(to_yaml(objects))[0]
+    sent.clear()
+    held = [ObjectRef.of(obj) for obj in objects]
+    other = KubernetesApplyer(kubeconfig=str(kube_env.kubeconfig))  # another worker
+    try:
+        report = other.apply_bundle(to_yaml(objects), held=held)
+    finally:
+        other.close()
+
+    assert report.ok, report.output
+    assert patched(sent) == [], "the dry runs matched the live objects: nothing written"
+    reads = [s.path for s in sent if s.method == "GET" and "/namespaces/" in s.path]
+    assert sorted(reads) == sorted(map(object_path, objects)), "each one read once, by name"

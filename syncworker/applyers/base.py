@@ -14,7 +14,7 @@ failed report (or ``(False, message)``) and fails the deployment at once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,10 +101,16 @@ class Applyer(ABC):
     def apply(self, yaml_content: str) -> tuple[bool, str]:
         """Apply every object of ``yaml_content``; ``out`` says what happened."""
 
-    def apply_bundle(self, yaml_content: str) -> ApplyReport:
+    def apply_bundle(
+        self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
+    ) -> ApplyReport:
         """``apply``, reporting what reached the cluster. This default cannot know how
         far a failed apply got, so it reports every object of the bundle either way:
-        recording an object that never arrived costs prune one "already gone"."""
+        recording an object that never arrived costs prune one "already gone".
+
+        ``held``, when given, is what the service's inventory holds on the cluster: an
+        applyer may take an object outside it for new (not worth reading before its dry
+        run). Only a hint: an object that is there after all is applied just the same."""
         ok, output = self.apply(yaml_content)
         try:
             objects = load_objects(yaml_content)

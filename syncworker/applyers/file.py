@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from syncworker.applyers.base import Applyer, ApplyReport
 from syncworker.applyers.manifests import first_service, load_objects
+from syncworker.kube.refs import ObjectRef
 
 FALLBACK_NAME = "bundle"
 
@@ -36,7 +38,9 @@ class FileApplyer(Applyer):
         report = self.apply_bundle(yaml_content)
         return report.ok, report.output
 
-    def apply_bundle(self, yaml_content: str) -> ApplyReport:
+    def apply_bundle(
+        self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
+    ) -> ApplyReport:
         """All of the bundle is written, or (a failure) none of it."""
         try:
             objects = load_objects(yaml_content)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,9 @@ class KubectlApplyer(Applyer):
         report = self.apply_bundle(yaml_content)
         return report.ok, report.output
 
-    def apply_bundle(self, yaml_content: str) -> ApplyReport:
+    def apply_bundle(
+        self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
+    ) -> ApplyReport:
         try:
             objects = sort_objects(load_objects(yaml_content))
         except ValueError as exc:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -140,7 +140,9 @@ class KubernetesApplyer(Applyer):
         report = self.apply_bundle(yaml_content)
         return report.ok, report.output
 
-    def apply_bundle(self, yaml_content: str) -> ApplyReport:
+    def apply_bundle(
+        self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
+    ) -> ApplyReport:
         try:
             if self.verify_unchanged:
                 objects = self.parsed.manifests(yaml_content)
@@ -156,7 +158,7 @@ class KubernetesApplyer(Applyer):
         try:
             api, discovery, namespace = self._connect()
             with ThreadPoolExecutor(self.max_workers, thread_name_prefix="kube-apply") as pool:
-                self._apply_staged(pool, api, discovery, namespace, objects, done)
+                self._apply_staged(pool, api, discovery, namespace, objects, done, held)
         except TransientApplyError as exc:
             raise TransientApplyError(
                 f"{exc} ({done.applied} of {len(objects)} objects applied, "
@@ -177,12 +179,20 @@ class KubernetesApplyer(Applyer):
         namespace: str,
         objects: Sequence[Manifest],
         done: Progress,
+        held: Collection[ObjectRef] | None = None,
     ) -> None:
         """Dry-run what can be validated now; apply the bundle's namespaces and CRDs;
         dry-run what waited for them; apply the rest, phase after phase. Each step runs
         only if every check before it passed."""
         jobs, unserved = self._locate(Locator(discovery, namespace), enumerate(objects), done)
-        todo = self._skip_unchanged(pool, api, jobs, done)
+        if held is not None:
+            # Objects the service never had here are new: nothing to read before their
+            # dry run (a cold sync of 10,000 services reads nothing).
+            ours = {ref.identity for ref in held}
+            new = {i for i, job in enumerate(jobs) if job.target.ref.identity not in ours}
+        else:
+            new = set()
+        todo = self._skip_unchanged(pool, api, jobs, done, new=new)
         if (
             len(todo) == 1
             and not unserved
@@ -322,9 +332,11 @@ class KubernetesApplyer(Applyer):
         done: Progress,
         *,
         compare_live: bool = True,
+        new: Collection[int] = (),
     ) -> list[Job]:
-        """The jobs left once the unchanged objects are set aside (and reported)."""
-        unchanged = self._unchanged(pool, api, jobs, done, compare_live)
+        """The jobs left once the unchanged objects are set aside (and reported); the
+        jobs at indexes ``new`` are not looked for."""
+        unchanged = self._unchanged(pool, api, jobs, done, compare_live, new)
         for i in sorted(unchanged):
             done.done(jobs[i], f"{jobs[i].target.display} unchanged", changed=False)
         return [job for i, job in enumerate(jobs) if i not in unchanged]
@@ -336,6 +348,7 @@ class KubernetesApplyer(Applyer):
         jobs: Sequence[Job],
         done: Progress,
         compare_live: bool,
+        new: Collection[int] = (),
     ) -> set[int]:
         """Indexes of the jobs whose body is the one we last applied and whose object
         nobody wrote to since: per kind, namespace and service, a GET of each object when
@@ -353,7 +366,7 @@ class KubernetesApplyer(Applyer):
             last = self.remembered.get(job.key)
             if manifest.selector is None or manifest.create_only:
                 continue
-            if last is None and not compare_live:
+            if last is None and (not compare_live or i in new):
                 continue
             if last is not None and last.digest != manifest.digest:
                 continue  # a new body: it is applied

@@ -26,6 +26,12 @@ class ObjectRef:
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
 
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """The object whatever its apiVersion: group, kind, namespace, name (a version
+        bump is the same object)."""
+        return (self.group, self.kind, self.namespace, self.name)
+
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind} {where}{self.name}"

@@ -231,7 +231,7 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
         applyer = applyer_of(cluster)
         if plan.of(PRE_SYNC) and not deployment.hook_phase and applyer.can_run_hooks:
             return _pre_sync(deployment, applyer, plan, result)
-        report = applyer.apply_bundle(plan.yaml)
+        report = applyer.apply_bundle(plan.yaml, held=before.mine.keys())
         ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
         stale = before.stale(desired) if ok else []
