@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from syncworker.models import Cluster, Deployment, Repository, Service
+from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
 from syncworker.pipeline import chain, handoff
+from syncworker.pipeline.deploying import apply_deployment
 from syncworker.pipeline.fetching import fetch_and_render_many
 from syncworker.pipeline.polling import poll_repository
 from syncworker.pipeline.redisconn import redis_client
@@ -70,7 +71,7 @@ def queues() -> Iterator[Any]:
     """The fetch and apply queues, empty before and after; ``read(queue)`` gives each
     message's (task name, args) in the order they were sent."""
     client = redis_client()
-    names = [handoff.FETCH, handoff.APPLY]
+    names = [handoff.FETCH, handoff.APPLY, handoff.NOTIFY]
     from django.conf import settings
 
     keys = [settings.CELERY_TASK_ROUTES[name]["queue"] for name in names]
@@ -173,3 +174,22 @@ def test_a_batch_member_already_rendered_or_gone_is_left_alone(repo: Repository)
     assert results[0].skipped.startswith("already rendered")
     assert results[1].skipped == "deployment no longer exists"
     assert all(r.rendered for r in results[2:])
+
+
+@pytest.mark.parametrize("targets", [0, 1])
+def test_a_drain_hands_on_a_notification_only_when_a_target_is_enabled(
+    targets: int, repo: Repository, queues: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    if targets:
+        NotificationTarget.objects.create(url="http://127.0.0.1:9/hook")
+    ids = sorted(poll_repository(repo.pk).deployments)
+    fetch_and_render_many(ids)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = apply_deployment(ids[0])  # drains the default cluster: web, api, db
+
+    assert result.status == "succeeded"
+    finished = Deployment.objects.filter(pk__in=ids, status="succeeded")
+    assert finished.count() == 3
+    sent = sorted(args[0] for _, args in queues("default"))
+    assert sent == (sorted(finished.values_list("pk", flat=True)) if targets else [])
