@@ -4,6 +4,7 @@ and every read answers alike with and without the prefetch (real Git server)."""
 
 from __future__ import annotations
 
+import shutil
 import tracemalloc
 from collections.abc import Callable
 from functools import partial
@@ -214,3 +215,17 @@ def test_prefetch_of_a_commit_not_in_the_cache_fetches_it(git_repo, tmp_path):
     assert processes(source, lambda: source.read_tree(commit, "services/s03")) == 0
     with pytest.raises(SourceNotFound, match="'services/missing' is not a directory"):
         source.read_tree(commit, "services/missing")
+
+
+def test_a_commit_gone_from_the_cache_under_a_live_source_is_fetched_again(git_repo, tmp_path):
+    commit = git_repo.commit(FILES)
+    source = fresh(git_repo, tmp_path)
+    source.read_tree(commit, "services/s00")
+    shutil.rmtree(source.cache_dir)  # as if pruned, or another machine's disk replaced
+
+    files = source.read_tree(commit, "services/s01")
+
+    assert [f.path for f in files] == [
+        "services/s01/config/app.json",
+        "services/s01/deployment.yaml",
+    ]

@@ -297,6 +297,7 @@ class GitSource:
                     break
                 path = path.rpartition("/")[0]
         wanted: dict[str, int] = {}
+        wanted_bytes = 0
         for directory in dirs:
             self._memo.add_listing(commit, directory, under[directory])
             sizes = {
@@ -309,8 +310,9 @@ class GitSource:
             if sum(sizes.values()) > MAX_TOTAL_BYTES:
                 continue
             new = {sha: size for sha, size in sizes.items() if sha not in wanted}
-            if sum(wanted.values()) + sum(new.values()) <= PREFETCH_MAX_BYTES:
+            if wanted_bytes + sum(new.values()) <= PREFETCH_MAX_BYTES:
                 wanted.update(new)
+                wanted_bytes += sum(new.values())
         if wanted:
             self._memo.add_blobs(self._cat_blobs(list(wanted)).items())
 
@@ -386,7 +388,9 @@ class GitSource:
             self._init_cache()
         command = ("ls-tree", "-z", "-l", f"{commit}^{{commit}}", *args)
         result = self._git(*command)
-        if result.returncode != 0 and commit not in self._memo.present:
+        if result.returncode != 0:
+            # Not there (or no longer: a cache may be pruned under a long-lived source).
+            self._memo.present.discard(commit)
             self.ensure_commit(commit)
             result = self._git(*command)
         if result.returncode != 0:
