@@ -37,6 +37,7 @@ from bench import (
     dashboard,
     drift_check,
     dry_run_cost,
+    git_reads,
     kustomize_build,
     multi_worker,
     poll_cost,
@@ -64,6 +65,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "recovery": recovery,
     "clusters": clusters,
     "multi_worker": multi_worker,
+    "git_reads": git_reads,
 }
 RESULTS_DIR = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"

@@ -96,9 +96,9 @@ class Source(Protocol):
         ...
 
     def prefetch(self, commit: str, directories: Sequence[str]) -> None:
-        """A hint before several services of one commit are read: a source may read all
-        ``directories`` at once and answer the reads under them from memory."""
-        ...
+        """A hint: ``directories`` of ``commit`` are about to be read (a batch of
+        services), so read them together now if the host makes that cheaper. Reads answer
+        the same either way; a source with nothing cheaper does nothing."""
 
 
 def normalize_dir(path: str) -> str:

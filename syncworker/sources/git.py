@@ -5,6 +5,12 @@ need a second request. Contents come from a shallow bare cache per repository un
 workspace, fetched only when the wanted commit is not there yet, under a file lock so two
 processes on one machine never fetch into one cache at once.
 
+Starting git is most of what a read costs, so a read starts as few processes as it can:
+a directory is one ``ls-tree -r -t -l`` (its own entry, everything under it, and blob
+sizes for the limits) and one ``cat-file --batch``, and what was listed or read is kept
+on the source (``memo.ObjectMemo``). ``prefetch`` reads many directories of one commit
+in two processes in all, for a batch of services rendered together.
+
 A token travels as an HTTP header through ``GIT_CONFIG_*`` environment variables: never
 in the URL, on the command line or in a config file, and never in a message.
 """
@@ -34,12 +40,14 @@ from syncworker.sources.base import (
     SourceFile,
     SourceNotFound,
     TreeEntry,
+    UnsafePathError,
     collect_files,
     normalize_dir,
     scrub,
     too_large,
     too_much,
 )
+from syncworker.sources.memo import MAX_BLOB_BYTES, ObjectMemo
 
 REMOTE_TIMEOUT = 60.0
 FETCH_TIMEOUT = 300.0
@@ -48,6 +56,8 @@ _SCHEMES = ("http", "https", "file")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 # From this many paths in one directory, tree_ids lists the directory instead.
 LIST_SIBLINGS_FROM = 8
+# The most one prefetch holds in contents: directories past it are read as usual.
+PREFETCH_MAX_BYTES = MAX_BLOB_BYTES
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 _BAD_BRANCH = re.compile(r"^-|\.\.|//|@\{|[\x00-\x20\x7f~^:?*\[\\]|^/|/$|\.lock$|\.$")
 _FETCHED_REF = "refs/gitops/head"
@@ -133,6 +143,9 @@ class GitSource:
             }
         )
         self._secrets = [token]
+        self._memo = ObjectMemo()
+        # Git processes started, for the benchmarks and the tests that count them.
+        self.processes = 0
         if token and parts.scheme != "file":
             basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
             self._secrets.append(basic)
@@ -169,13 +182,21 @@ class GitSource:
         wanted = {path: normalize_dir(path) for path in paths}
         if not wanted:
             return {}
-        self.ensure_commit(commit)
         dirs = sorted(set(wanted.values()))
         for directory in dirs:
             if "\n" in directory:
                 raise SourceError(f"{directory!r}: line breaks are not allowed in a path")
-        ids = self._ids_by_listing(commit, dirs)
-        rest = [directory for directory in dirs if directory not in ids]
+        ids: dict[str, str | None] = {}
+        for directory in dirs:
+            known, entry = self._memo.lookup(commit, directory)
+            if known:
+                ids[directory] = _object_id(entry)
+        unknown = [directory for directory in dirs if directory not in ids]
+        if not unknown:
+            return {path: ids[norm] for path, norm in wanted.items()}
+        self.ensure_commit(commit)
+        ids.update(self._ids_by_listing(commit, unknown))
+        rest = [directory for directory in unknown if directory not in ids]
         if rest:
             # One process answers for the other paths: "<id> tree|blob <size>" or
             # "<spec> missing".
@@ -213,13 +234,16 @@ class GitSource:
 
     def read_tree(self, commit: str, path: str) -> list[SourceFile]:
         directory = normalize_dir(path)
-        self.ensure_commit(commit)
+        listing = self._memo.listing(commit, directory)
+        if listing is None:
+            # Recursive, with the trees (the directory's own entry says whether it is one)
+            # and blob sizes (the limits are checked before any content is read).
+            listing = self._ls_tree(commit, "-r", "-t", *(["--", directory] if directory else []))
+            self._memo.add_listing(commit, directory, listing)
         if directory:
-            entry = self._find(commit, directory)
-            if entry is None or entry.mode != TREE_MODE:
+            own = next((e for e in listing if e.path == directory), None)
+            if own is None or own.mode != TREE_MODE:
                 raise SourceNotFound(f"{path!r} is not a directory at commit {commit[:12]}")
-        scope = ["--", directory] if directory else []
-        listing = self._ls_tree(commit, "-r", *scope)
         prefix = f"{directory}/" if directory else ""
         return collect_files(
             [entry for entry in listing if entry.path.startswith(prefix)],
@@ -227,14 +251,10 @@ class GitSource:
             find_entry=lambda target: self._find(commit, target),
         )
 
-    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
-        """Nothing yet: every read asks the source."""
-
     def read_file(self, commit: str, path: str) -> bytes | None:
         target = normalize_dir(path)
         if not target:
             return None
-        self.ensure_commit(commit)
         entry = self._find(commit, target)
         if entry is None or entry.mode in (TREE_MODE, SUBMODULE_MODE):
             return None
@@ -245,11 +265,62 @@ class GitSource:
         )
         return file.data
 
+    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
+        """Read many directories of ``commit`` at once: one listing and one ``cat-file``
+        for all, kept on this source so that ``read_tree``, ``read_file`` and
+        ``tree_ids`` under them start no process. Replaces what an earlier prefetch
+        kept. A directory whose files break a read's limits (one over MAX_FILE_BYTES,
+        all over MAX_TOTAL_BYTES) or that would take the contents of this prefetch past
+        PREFETCH_MAX_BYTES keeps its listing only: its read then reads (or refuses) as
+        usual. Invalid, missing and non-directory paths are left for the read to report;
+        only a commit that cannot be had raises, as every read of it would."""
+        dirs: list[str] = []
+        for path in directories:
+            try:
+                directory = normalize_dir(path)
+            except UnsafePathError:
+                continue
+            if directory not in dirs:
+                dirs.append(directory)
+        if not dirs:
+            return
+        self._memo.forget_contents()
+        listing = self._ls_tree(commit, "-r", "-t", *([] if "" in dirs else ["--", *dirs]))
+        under: dict[str, list[TreeEntry]] = {directory: [] for directory in dirs}
+        for entry in listing:
+            # Every directory asked for that the entry lies in (or is): its ancestors.
+            path = entry.path
+            while True:
+                if path in under:
+                    under[path].append(entry)
+                if not path:
+                    break
+                path = path.rpartition("/")[0]
+        wanted: dict[str, int] = {}
+        wanted_bytes = 0
+        for directory in dirs:
+            self._memo.add_listing(commit, directory, under[directory])
+            sizes = {
+                e.sha: self._memo.sizes.get(e.sha, MAX_FILE_BYTES + 1)
+                for e in under[directory]
+                if e.mode not in (TREE_MODE, SUBMODULE_MODE)
+            }
+            if max(sizes.values(), default=0) > MAX_FILE_BYTES:
+                continue
+            if sum(sizes.values()) > MAX_TOTAL_BYTES:
+                continue
+            new = {sha: size for sha, size in sizes.items() if sha not in wanted}
+            if wanted_bytes + sum(new.values()) <= PREFETCH_MAX_BYTES:
+                wanted.update(new)
+                wanted_bytes += sum(new.values())
+        if wanted:
+            self._memo.add_blobs(self._cat_blobs(list(wanted)).items())
+
     def ensure_commit(self, commit: str) -> None:
         """Fetch ``commit`` into the cache unless it is already there."""
         if not _SHA.fullmatch(commit):
             raise SourceError(f"{commit!r} is not a commit id")
-        if self._has_commit(commit):
+        if commit in self._memo.present or self._has_commit(commit):
             return
         with self._locked():
             # Another process may have fetched it while we waited for the lock.
@@ -277,7 +348,10 @@ class GitSource:
 
     def _has_commit(self, commit: str) -> bool:
         self._init_cache()
-        return self._git("cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+        if self._git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+            return False
+        self._memo.confirm(commit)
+        return True
 
     def _init_cache(self) -> None:
         if self._problem:
@@ -298,38 +372,81 @@ class GitSource:
             building.rename(self.cache_dir)
 
     def _find(self, commit: str, path: str) -> TreeEntry | None:
-        """The entry at ``path`` in ``commit`` (a link target or a directory)."""
-        return next((e for e in self._ls_tree(commit, "--", path) if e.path == path), None)
+        """The entry at ``path`` in ``commit`` (a link target or a file)."""
+        known, entry = self._memo.lookup(commit, path)
+        if not known:
+            entry = next((e for e in self._ls_tree(commit, "--", path) if e.path == path), None)
+            self._memo.add_entry(commit, path, entry)
+        return entry
 
     def _ls_tree(self, commit: str, *args: str) -> list[TreeEntry]:
-        result = self._git("ls-tree", "-z", commit, *args)
+        """``ls-tree -z -l`` of ``commit``, fetched first when the cache lacks it: the
+        listing itself tells, so a commit already there costs no process to check."""
+        if commit not in self._memo.present:
+            if not _SHA.fullmatch(commit):
+                raise SourceError(f"{commit!r} is not a commit id")
+            self._init_cache()
+        command = ("ls-tree", "-z", "-l", f"{commit}^{{commit}}", *args)
+        result = self._git(*command)
+        if result.returncode != 0:
+            # Not there (or no longer: a cache may be pruned under a long-lived source).
+            self._memo.present.discard(commit)
+            self.ensure_commit(commit)
+            result = self._git(*command)
         if result.returncode != 0:
             raise self._failure(result, "ls-tree")
+        self._memo.confirm(commit)
         entries = []
         for item in result.stdout.split(b"\0"):
             if item:
                 meta, _, path = item.decode().partition("\t")
-                mode, _, sha = meta.split(" ")
+                # "<mode> <type> <id> <size>", the size padded, "-" for trees and submodules.
+                mode, _, sha, size = meta.split()
+                if size.isdigit():
+                    self._memo.add_size(sha, int(size))
                 entries.append(TreeEntry(path, mode, sha))
         return entries
 
     def _read_blobs(self, shas: Sequence[str]) -> Mapping[str, bytes]:
+        sizes = {sha: self._memo.sizes[sha] for sha in shas if sha in self._memo.sizes}
+        unsized = [sha for sha in shas if sha not in sizes]
+        if unsized:
+            sizes.update(self._check_sizes(unsized))
+        # Every size is known before any content is read, so a huge blob is never read.
+        total = 0
+        for sha in shas:
+            size = sizes[sha]
+            if size > MAX_FILE_BYTES:
+                raise too_large(sha, size)
+            total += size
+        if total > MAX_TOTAL_BYTES:
+            raise too_much()
+        contents = {sha: data for sha in shas if (data := self._memo.blob(sha)) is not None}
+        unread = [sha for sha in shas if sha not in contents]
+        if unread:
+            read = self._cat_blobs(unread)
+            self._memo.add_blobs(read.items())
+            contents.update(read)
+        return contents
+
+    def _check_sizes(self, shas: Sequence[str]) -> dict[str, int]:
+        """The sizes of blobs no listing told ("<id> blob <size>" each)."""
         listing = "".join(f"{s}\n" for s in shas).encode()
-        # Sizes first ("<id> blob <size>"), so a huge blob is refused before it is read.
         result = self._git("cat-file", "--batch-check", input=listing)
         if result.returncode != 0:
             raise self._failure(result, "cat-file")
         lines = result.stdout.decode().splitlines()
-        total = 0
+        sizes: dict[str, int] = {}
         for index, sha in enumerate(shas):
             fields = lines[index].split(" ") if index < len(lines) else []
             if len(fields) != 3 or fields[1] != "blob":
                 raise SourceError(f"{self.label}: blob {sha} is missing from the cache")
-            if int(fields[2]) > MAX_FILE_BYTES:
-                raise too_large(sha, int(fields[2]))
-            total += int(fields[2])
-        if total > MAX_TOTAL_BYTES:
-            raise too_much()
+            sizes[sha] = int(fields[2])
+            self._memo.add_size(sha, sizes[sha])
+        return sizes
+
+    def _cat_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        listing = "".join(f"{s}\n" for s in shas).encode()
         # One process for all blobs: "<id> blob <size>\n<content>\n" for each.
         result = self._git("cat-file", "--batch", input=listing)
         if result.returncode != 0:
@@ -375,6 +492,7 @@ class GitSource:
         self, args: list[str], timeout: float, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         command = ["git", *args]
+        self.processes += 1
         # A session of its own, so a timeout also ends git-remote-http under it.
         process = subprocess.Popen(
             command,
@@ -407,6 +525,12 @@ class GitSource:
         if kind == "missing":
             return SourceError(f"{self.label}: repository not found ({detail})")
         return SourceError(f"{self.label}: git {what} failed: {detail}")
+
+
+def _object_id(entry: TreeEntry | None) -> str | None:
+    """What ``tree_ids`` answers for an entry: no id for a submodule (not in this
+    repository) nor for nothing."""
+    return entry.sha if entry is not None and entry.mode != SUBMODULE_MODE else None
 
 
 def _kind(result: subprocess.CompletedProcess[bytes]) -> str:

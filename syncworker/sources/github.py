@@ -180,9 +180,6 @@ class GitHubSource:
             find_entry=lambda target: self._find(commit, target),
         )
 
-    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
-        """Nothing yet: every read asks the source."""
-
     def read_file(self, commit: str, path: str) -> bytes | None:
         target = normalize_dir(path)
         entry = self._find(commit, target) if target else None
@@ -194,6 +191,12 @@ class GitHubSource:
             find_entry=lambda link_target: self._find(commit, link_target),
         )
         return file.data
+
+    def prefetch(self, commit: str, directories: Sequence[str]) -> None:
+        """Nothing: the REST API reads blobs one request each whatever is asked together,
+        and the one recursive tree that lists sibling directories at once is their
+        parent's, the whole monorepo at scale (cut short past 100,000 entries). Listings
+        and blobs are kept per source and per process already."""
 
     def _all_entries(self, tree_id: str) -> list[TreeEntry]:
         tree = self._tree(tree_id, recursive=True)
