@@ -110,10 +110,10 @@ def test_a_transient_error_stops_the_drain_so_nothing_behind_it_passes(
 ) -> None:
     apply_bundle = FileApplyer.apply_bundle
 
-    def throttled(applyer: FileApplyer, bundle: str) -> Any:
+    def throttled(applyer: FileApplyer, bundle: str, **hints: Any) -> Any:
         if "name: api" in bundle:
             raise TransientApplyError("429 Too Many Requests", retry_after=3)
-        return apply_bundle(applyer, bundle)
+        return apply_bundle(applyer, bundle, **hints)
 
     monkeypatch.setattr(FileApplyer, "apply_bundle", throttled)
     web, api, db = rendered
