@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from syncworker.models import AppliedObject, Cluster, Deployment, Repository, Service
 
@@ -69,12 +70,20 @@ def _newest_deployment(field: str) -> Subquery:
     )
 
 
+def _cluster_name() -> Coalesce:
+    """The name of the cluster a service deploys to: its own, else the default cluster's
+    (a service without one follows the default, as the pipeline does)."""
+    default = Cluster.objects.filter(is_default=True).values("name")[:1]
+    return Coalesce(F("cluster__name"), Subquery(default))
+
+
 def services_overview(
     *, search: str = "", repository: str = "", cluster: str = ""
 ) -> QuerySet[Service]:
     """Enabled services of enabled repositories (what the status API lists), with their
-    repository and cluster joined and ``last_deployment_id`` / ``last_status`` (None when
-    never deployed) annotated from the newest deployment, ordered by repository and name.
+    repository and cluster joined, ``cluster_name`` (the default cluster's for a service
+    without one) and ``last_deployment_id`` / ``last_status`` (None when never deployed)
+    annotated from the newest deployment, ordered by repository and name.
     One query whatever the number of services; filter by status with
     ``with_overview_status``."""
     services = (
@@ -103,6 +112,7 @@ def services_overview(
             "cluster__name",
         )
         .annotate(
+            cluster_name=_cluster_name(),
             last_deployment_id=_newest_deployment("id"),
             last_status=_newest_deployment("status"),
         )
@@ -113,7 +123,7 @@ def services_overview(
     if repository:
         services = services.filter(repository__key=repository)
     if cluster:
-        services = services.filter(cluster__name=cluster)
+        services = services.filter(cluster_name=cluster)
     return services
 
 
@@ -159,8 +169,10 @@ def attach_last_deployments(services: Sequence[Service]) -> None:
 
 
 def service_detail(name: str) -> Service | None:
-    """One service by name, enabled or not, with its repository and cluster."""
-    return Service.objects.select_related("repository", "cluster").filter(name=name).first()
+    """One service by name, enabled or not, with its repository and cluster, and
+    ``cluster_name`` as ``services_overview`` annotates it."""
+    services = Service.objects.select_related("repository", "cluster")
+    return services.annotate(cluster_name=_cluster_name()).filter(name=name).first()
 
 
 def service_history(service: Service) -> QuerySet[Deployment]:

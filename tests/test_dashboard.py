@@ -208,6 +208,26 @@ def test_the_overview_filters_by_status_repository_cluster_and_name(
     assert set(re.findall(r'<a id="service-([\w-]+)"', html)) == shown
 
 
+def test_a_service_without_a_cluster_shows_and_filters_as_the_default_cluster(
+    client: Client, services: dict[str, Service]
+) -> None:
+    Cluster.objects.create(name="kwok", is_default=True)
+    Cluster.objects.create(name="edge")
+    Service.objects.filter(name="batch").update(cluster=Cluster.objects.get(name="edge"))
+
+    html = client.get("/").content.decode()
+    on_default = client.get("/?cluster=kwok").content.decode()
+    rows = {r["name"]: r["cluster"] for r in client.get("/api/overview/").json()["services"]}
+    detail = client.get("/api/overview/services/web/").json()["service"]
+
+    assert text(row_of(html, "web")).endswith("kwok")
+    assert text(row_of(html, "batch")).endswith("edge")
+    assert set(re.findall(r'<a id="service-([\w-]+)"', on_default)) == {"web", "api", "worker"}
+    assert rows == {"web": "kwok", "api": "kwok", "worker": "kwok", "batch": "edge"}
+    assert detail["cluster"] == "kwok"
+    assert "<dt>Cluster</dt><dd>kwok" in client.get("/services/web/").content.decode()
+
+
 @pytest.mark.parametrize(
     ("query", "parameter"),
     [("status=bogus", "status"), ("repository=nope", "repository"), ("cluster=nope", "cluster")],

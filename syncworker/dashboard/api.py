@@ -81,7 +81,7 @@ class ServiceRowSerializer(serializers.Serializer):
     name = serializers.CharField(source="service.name")
     repository = serializers.CharField(source="service.repository.key")
     repository_id = serializers.IntegerField(source="service.repository_id")
-    cluster = serializers.CharField(source="service.cluster.name", default=None)
+    cluster = serializers.CharField(source="service.cluster_name", default=None)
     state = serializers.CharField(source="state.key")
     state_label = serializers.CharField(source="state.label")
     reason_label = serializers.CharField(source="reason")
