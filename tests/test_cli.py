@@ -24,6 +24,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from syncworker.cli import waiting
 from syncworker.models import Cluster, Deployment, Repository, Service
 from tests.support.gitserver import WorkingCopy
 from tests.support.procs import free_port
@@ -48,9 +49,13 @@ class Run:
 
 @pytest.fixture
 def gitops(live_server: Any) -> Any:
-    def run(*args: str, token: str = "", url: str = "", timeout: float = 120) -> Run:
-        env = {k: v for k, v in os.environ.items() if k not in SERVER_ONLY}
-        env.update(GITOPS_URL=url or live_server.url, COLUMNS="200", NO_COLOR="1")
+    def run(
+        *args: str, token: str = "", url: str = "", timeout: float = 120, columns: str = "200"
+    ) -> Run:
+        env = {k: v for k, v in os.environ.items() if k not in (*SERVER_ONLY, "COLUMNS")}
+        env.update(GITOPS_URL=url or live_server.url, NO_COLOR="1")
+        if columns:
+            env["COLUMNS"] = columns
         env.pop("GITOPS_TOKEN", None)
         if token:
             env["GITOPS_TOKEN"] = token
@@ -114,6 +119,23 @@ def test_status_is_a_table_like_the_dashboards_first_page(
     assert "3 services: 1 failed, 1 succeeded, 1 never deployed" in run.out
 
 
+def test_status_into_a_pipe_prints_every_column_whole(gitops: Any) -> None:
+    repo = Repository.objects.create(
+        key="platform-monorepo", provider="git", url="http://127.0.0.1:9/x.git"
+    )
+    service = Service.objects.create(
+        name="kustomize-guestbook-frontend", repository=repo, k8s_yaml_dir="x"
+    )
+    error = "Rollout shop/bluegreen-demo: the server does not serve kind Rollout in argoproj.io"
+    deployment(service, Status.FAILED, error=error)
+
+    run = gitops("status", columns="")  # no COLUMNS: rich would assume 80
+
+    line = next(line for line in run.out.splitlines() if line.startswith("platform-monorepo "))
+    assert line.split()[:2] == ["platform-monorepo", "kustomize-guestbook-frontend"]
+    assert "✗ failed" in line and error[:70] in line
+
+
 def test_status_filters_go_to_the_server_and_a_bad_one_names_the_parameter(
     gitops: Any, fleet: dict[str, Service]
 ) -> None:
@@ -151,6 +173,7 @@ def test_status_shows_health_and_sync_columns_and_filters_by_them(
 
 
 def test_history_lists_the_deployments_newest_first(gitops: Any, fleet: dict[str, Service]) -> None:
+    Cluster.objects.create(name="kwok", is_default=True)
     web = list(fleet["web"].deployments.order_by("-pk").values_list("pk", flat=True))
 
     table = gitops("history", "web")
@@ -159,7 +182,7 @@ def test_history_lists_the_deployments_newest_first(gitops: Any, fleet: dict[str
     assert table.code == 0, table.err
     ids = [int(line.split()[0]) for line in table.out.splitlines() if line.split()[0].isdigit()]
     assert ids == web
-    assert "web (infra, cluster default): ✓ succeeded" in table.out
+    assert "web (infra, cluster kwok): ✓ succeeded" in table.out  # the default cluster
     assert [d["id"] for d in data["deployments"]] == web[:1]
 
 
@@ -332,6 +355,43 @@ def test_sync_wait_exits_1_with_the_error_when_the_deployment_fails(
     assert run.code == 1, run.err
     assert f"failed: web #{failed.pk} failed" in run.out
     assert "deploy/web/bad.yaml" in run.out and "apiVersion" in run.out
+
+
+def test_sync_wait_of_a_failed_service_without_a_change_exits_1_pointing_at_force(
+    gitops: Any, deployed_repo: Repository, git_repo: WorkingCopy
+) -> None:
+    git_repo.commit({"deploy/web/bad.yaml": "kind: ConfigMap\nmetadata: {name: x}\n"})
+    token = make_token()
+    assert gitops("sync", "web", "--wait", token=token).code == 1
+    failed = Service.objects.get(name="web").deployments.get()
+
+    again = gitops("sync", "web", "--wait", token=token)
+    whole = gitops("sync", "--repo", "cli", "--wait", "-o", "json", token=token)
+
+    assert again.code == 1, again.err
+    expected = (
+        f"nothing to deploy: cli has no change, but the last deployment of web (#{failed.pk}) "
+        "failed; `gitops sync web --force` deploys it again"
+    )
+    assert again.out.startswith(expected)
+    assert "deploy/web/bad.yaml" in again.out
+    assert whole.code == 1 and [d["id"] for d in whole.json()["deployments"]] == [failed.pk]
+    assert Service.objects.get(name="web").deployments.count() == 1
+
+
+def test_progress_into_a_log_prints_a_line_when_the_state_changes_not_every_second(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = waiting.Progress()
+    for elapsed, text in [(0.0, "waiting for the poll"), (1.0, "waiting for the poll"),
+                          (2.0, "web #3 applying"), (3.0, "web #3 applying")]:  # fmt: skip
+        progress.update(text, elapsed)
+    progress.stop()
+
+    assert capsys.readouterr().err.splitlines() == [
+        "waiting for the poll (0s)",
+        "web #3 applying (2s)",
+    ]
 
 
 def test_a_forced_sync_redeploys_an_unchanged_service_and_rollback_waits_too(

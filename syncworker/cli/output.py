@@ -5,6 +5,7 @@ colour only repeating them."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -28,8 +29,20 @@ TONE_STYLES = {"bad": "bold red", "warn": "yellow", "busy": "blue", "ok": "green
 DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
 ACTION_STYLES = {"created": "green", "changed": "yellow", "pruned": "red"}
 
-stdout = Console(soft_wrap=False)
-stderr = Console(stderr=True, soft_wrap=False)
+# Wide enough that a pipe or a CI log gets every column whole, as kubectl prints them,
+# instead of rich's 80 columns, which crop service names to a few letters.
+UNCROPPED_WIDTH = 1000
+
+
+def console(*, stderr: bool = False) -> Console:
+    made = Console(stderr=stderr, soft_wrap=False)
+    if not made.is_terminal and not os.environ.get("COLUMNS"):
+        made.width = UNCROPPED_WIDTH
+    return made
+
+
+stdout = console()
+stderr = console(stderr=True)
 
 
 def print_json(data: Any) -> None:
@@ -103,7 +116,7 @@ def history_table(detail: dict[str, Any]) -> None:
     stdout.print(
         Text.assemble(
             (service["name"], "bold"),
-            f" ({service['repository']}, cluster {service['cluster'] or 'default'}): ",
+            f" ({service['repository']}, cluster {service['cluster'] or 'none'}): ",
             state_text(service["state"]),
         )
     )

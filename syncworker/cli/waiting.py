@@ -48,11 +48,12 @@ class Progress:
         if self.status is not None:
             self.status.start()
 
-    def update(self, text: str) -> None:
+    def update(self, text: str, elapsed: float) -> None:
         if self.status is not None:
-            self.status.update(text)
+            self.status.update(f"{text} ({elapsed:.0f}s)")
         elif text != self.last:
-            output.note(text)
+            # The seconds are left out of the comparison, else a log gets a line a second.
+            output.note(f"{text} ({elapsed:.0f}s)")
         self.last = text
 
     def stop(self) -> None:
@@ -71,7 +72,7 @@ def _follow(step: Callable[[float], Outcome | str], timeout: float, what: str) -
             result = step(elapsed)
             if isinstance(result, Outcome):
                 return result
-            progress.update(f"{result} ({elapsed:.0f}s)")
+            progress.update(result, elapsed)
             if elapsed > timeout:
                 raise CliError(f"gave up after {timeout:.0f}s waiting for {what}", EXIT_TIMEOUT)
             time.sleep(POLL_SECONDS)
@@ -115,13 +116,37 @@ def wait_for_sync(
             and row["last_deployment"]["id"] > newest_before
         ]
         if not started:
-            return Outcome(f"nothing to deploy: {repository_key} has no change for it")
+            return _nothing_to_deploy(repository_key, data["services"], service_ids)
         running = [d for d in started if d["status"] not in FINAL]
         if running:
             return " · ".join(f"{d['service']} #{d['id']} {d['status']}" for d in running)
         return _ended(started)
 
     return _follow(step, timeout, f"the sync of {repository_key}")
+
+
+def _nothing_to_deploy(
+    repository_key: str, rows: list[dict[str, Any]], service_ids: set[int] | None
+) -> Outcome:
+    """No new deployment: fine, unless a service asked about stays failed (a poll
+    deploys changes only, so fixing the cluster or the service's settings is not one)."""
+    failed = [
+        {"service": row["name"], **row["last_deployment"]}
+        for row in rows
+        if (service_ids is None or row["id"] in service_ids)
+        and row["last_deployment"]
+        and row["last_deployment"]["status"] == "failed"
+    ]
+    if not failed:
+        return Outcome(f"nothing to deploy: {repository_key} has no change for it")
+    names = ", ".join(f"{d['service']} (#{d['id']})" for d in failed)
+    target = failed[0]["service"] if len(failed) == 1 else "SERVICE"
+    hint = f"gitops sync {target} --force"
+    message = (
+        f"nothing to deploy: {repository_key} has no change, but the last deployment of "
+        f"{names} failed; `{hint}` deploys it again"
+    )
+    return Outcome(message, failed, EXIT_FAILED)
 
 
 def wait_for_deployment(api: Api, service: str, deployment_id: int, *, timeout: float) -> Outcome:
