@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from syncworker.models import Cluster, Deployment, Repository, Service
+from syncworker.models import AppliedObject, Cluster, Deployment, Repository, Service
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +214,31 @@ def test_a_huge_limit_is_capped_instead_of_reaching_the_database(
     response = staff_api.get("/api/deployments/", {"limit": "9" * 20})
     assert response.status_code == 200
     assert response.json()["count"] == 1
+
+
+def test_a_cluster_in_use_is_not_deleted_and_the_409_says_why(
+    staff_api: APIClient, service: Service
+) -> None:
+    default = Cluster.objects.create(name="kwok", is_default=True)
+    pinned = Cluster.objects.create(name="edge")
+    spare = Cluster.objects.create(name="spare")
+    other = Service.objects.create(
+        name="api", repository=service.repository, k8s_yaml_dir="api", cluster=pinned
+    )
+    AppliedObject.objects.create(
+        service=other, cluster=default, api_version="v1", kind="ConfigMap", name="left"
+    )
+
+    as_default = staff_api.delete(f"/api/clusters/{default.pk}/")
+    as_own = staff_api.delete(f"/api/clusters/{pinned.pk}/")
+    unused = staff_api.delete(f"/api/clusters/{spare.pk}/")
+
+    assert as_default.status_code == 409, as_default.content
+    assert as_default.json()["detail"] == (
+        "cluster 'kwok' is in use: services deploy to it (web) and it holds 1 applied object; "
+        "move or remove its services first"
+    )
+    assert as_own.status_code == 409 and "(api)" in as_own.json()["detail"]
+    assert unused.status_code == 204
+    assert set(Cluster.objects.values_list("name", flat=True)) == {"kwok", "edge"}
+    assert AppliedObject.objects.filter(cluster=default).count() == 1

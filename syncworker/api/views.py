@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -23,6 +25,7 @@ from syncworker.api.serializers import (
 )
 from syncworker.models import Cluster, Deployment, Repository, Service
 from syncworker.pipeline import actions, diffing
+from syncworker.selectors import cluster_in_use
 
 RETRY_AFTER_SECONDS = 30
 
@@ -99,6 +102,14 @@ class ServiceViewSet(viewsets.ModelViewSet):
 class ClusterViewSet(viewsets.ModelViewSet):
     queryset = Cluster.objects.all()
     serializer_class = ClusterSerializer
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """409 while services deploy to the cluster or it holds their objects: deleting
+        the row would drop that inventory with it (or fail on a service's reference)."""
+        in_use = cluster_in_use(self.get_object())
+        if in_use:
+            return Response({"detail": in_use}, status=status.HTTP_409_CONFLICT)
+        return super().destroy(request, *args, **kwargs)
 
 
 @extend_schema(
