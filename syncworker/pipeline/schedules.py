@@ -61,7 +61,9 @@ def sync_schedule(repository: Repository) -> PeriodicTask:
         "expire_seconds": repository.poll_interval,
         "description": f"Poll {repository.full_name} ({repository.branch})",
     }
-    return _upsert(schedule_name(repository), desired)
+    # A start time makes beat run a new schedule at once, as Argo CD and Flux sync a new
+    # source, instead of one interval after it was created (django-celery-beat's default).
+    return _upsert(schedule_name(repository), desired, start_time=timezone.now())
 
 
 def remove_schedule(repository_pk: int) -> None:
