@@ -97,7 +97,12 @@ def _database(url: str) -> dict[str, Any]:
         ) from None
     if config.get("ENGINE") == "django.db.backends.sqlite3":
         config["CONN_MAX_AGE"] = 0
-        config.setdefault("OPTIONS", {})["timeout"] = 20
+        options = config.setdefault("OPTIONS", {})
+        options["timeout"] = 20
+        # Workers and the web process write at once: a transaction takes the write lock
+        # when it begins, so the others wait up to the timeout; in SQLite's deferred mode
+        # a read that turns into a write fails at once with "database is locked".
+        options["transaction_mode"] = "IMMEDIATE"
     return config
 
 

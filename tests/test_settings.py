@@ -92,3 +92,62 @@ def test_an_unreadable_secret_file_names_the_variable(monkeypatch: pytest.Monkey
 def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALLOWED_HOSTS", "gitops.example.com, localhost ,")
     assert env_list("ALLOWED_HOSTS", []) == ["gitops.example.com", "localhost"]
+
+
+# Two workers' transactions on the embedded SQLite: the first reads, the second reads and
+# writes, then the first writes. In SQLite's default deferred mode the first one's write
+# fails at once with "database is locked" (waiting could deadlock, so SQLite does not).
+SQLITE_RACE = """
+import threading, time
+import django
+django.setup()
+from django.db import connection, transaction
+
+with connection.cursor() as c:
+    c.execute("CREATE TABLE t (n integer)")
+    c.execute("INSERT INTO t VALUES (0)")
+read, errors = threading.Event(), []
+
+def worker(first):
+    try:
+        if not first:
+            read.wait()
+        with transaction.atomic():
+            with connection.cursor() as c:
+                c.execute("SELECT n FROM t")
+                if first:
+                    read.set()
+                    time.sleep(0.5)
+                c.execute("UPDATE t SET n = n + 1")
+    except Exception as exc:
+        errors.append(str(exc))
+    finally:
+        read.set()
+        connection.close()
+
+threads = [threading.Thread(target=worker, args=(first,)) for first in (True, False)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+with connection.cursor() as c:
+    c.execute("SELECT n FROM t")
+    print(errors, c.fetchone()[0])
+"""
+
+
+def test_concurrent_transactions_on_the_embedded_sqlite_wait_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DJANGO_DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "gitops_site.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SQLITE_RACE], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "2"], result.stdout
