@@ -136,6 +136,30 @@ def test_status_into_a_pipe_prints_every_column_whole(gitops: Any) -> None:
     assert "✗ failed" in line and error[:70] in line
 
 
+def test_status_says_which_repositories_fail_to_poll_and_why(
+    gitops: Any, fleet: dict[str, Service]
+) -> None:
+    broken = Repository.objects.create(
+        key="wrongbranch",
+        provider="git",
+        url="http://127.0.0.1:9/y.git",
+        consecutive_failures=3,
+        last_error="http://127.0.0.1:9/y.git: branch 'master' not found",
+        last_polled_at=timezone.now(),
+    )
+    Service.objects.create(name="wb", repository=broken, k8s_yaml_dir="wb")
+
+    mine = gitops("status", "--repo", "wrongbranch")
+    other = gitops("status", "--repo", "infra", "-o", "json")
+
+    assert mine.code == 0, mine.err
+    assert (
+        "✗ polling fails: wrongbranch: 3 failed polls in a row, the last 0s ago: "
+        "http://127.0.0.1:9/y.git: branch 'master' not found"
+    ) in mine.out
+    assert other.json()["failing_repositories"] == []
+
+
 def test_status_filters_go_to_the_server_and_a_bad_one_names_the_parameter(
     gitops: Any, fleet: dict[str, Service]
 ) -> None:

@@ -109,6 +109,15 @@ def status_table(overview: dict[str, Any]) -> None:
         if counts[key]
     )
     stdout.print(f"{overview['count']} service{'s' if overview['count'] != 1 else ''}: {shown}")
+    for repo in overview.get("failing_repositories", []):
+        polls = repo["consecutive_failures"]
+        stdout.print(
+            Text.assemble(
+                ("✗ polling fails: ", TONE_STYLES["bad"]),
+                f"{repo['key']}: {polls} failed poll{'s' if polls != 1 else ''} in a row, "
+                f"the last {ago(repo['last_polled_at'])}: {first_line(repo['last_error'], 240)}",
+            )
+        )
 
 
 def history_table(detail: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from syncworker.dashboard.rows import ServiceRow, service_row
 from syncworker.models import Deployment, Repository, Service
 from syncworker.selectors import (
     attach_last_deployments,
+    failing_repositories,
     overview_counts,
     service_detail,
     service_history,
@@ -74,6 +75,15 @@ class DeploymentBriefSerializer(serializers.ModelSerializer):
         return can_roll_back(obj)
 
 
+class FailingRepositorySerializer(serializers.ModelSerializer):
+    """A repository whose last polls failed, as the overview's "Polling fails" lists it."""
+
+    class Meta:
+        model = Repository
+        fields = ["key", "consecutive_failures", "last_error", "last_polled_at"]
+        read_only_fields = fields
+
+
 class ServiceRowSerializer(serializers.Serializer):
     """One line of the overview (a ServiceRow)."""
 
@@ -124,6 +134,7 @@ class OverviewView(APIView):
                 "health_counts": serializers.DictField(child=serializers.IntegerField()),
                 "sync_counts": serializers.DictField(child=serializers.IntegerField()),
                 "services": ServiceRowSerializer(many=True),
+                "failing_repositories": FailingRepositorySerializer(many=True),
                 "timestamp": serializers.DateTimeField(),
             },
         ),
@@ -136,6 +147,9 @@ class OverviewView(APIView):
         services, unfiltered = form.services()
         rows = _rows(list(services))
         counts = overview_counts(unfiltered)
+        # Why a service was never deployed, when its repository cannot be polled.
+        key = form.cleaned_data.get("repository")
+        failing = [r for r in failing_repositories() if not key or r.key == key]
         return Response(
             {
                 "count": len(rows),
@@ -143,6 +157,7 @@ class OverviewView(APIView):
                 "health_counts": counts["health"],
                 "sync_counts": counts["sync"],
                 "services": ServiceRowSerializer(rows, many=True).data,
+                "failing_repositories": FailingRepositorySerializer(failing, many=True).data,
                 "timestamp": timezone.now(),
             }
         )
