@@ -131,6 +131,40 @@ def test_hand_edits_are_out_of_sync_by_name_and_another_managers_replicas_are_no
         receiver.close()
 
 
+def test_the_drift_check_keeps_health_current_a_deleted_object_is_missing_until_back(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    api: k8s.ApiClient,
+    cluster_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    ns = cluster_namespace
+    service = deployed(git_repo, ns)
+    service.refresh_from_db()
+    assert service.health == "healthy"
+    apps = k8s.AppsV1Api(api)
+
+    apps.delete_namespaced_deployment("web", ns)
+    drift_check(service)
+    service.refresh_from_db()
+    assert (service.health, service.health_message) == (
+        "missing",
+        f"Deployment {ns}/web: not found",
+    )
+
+    apps.create_namespaced_deployment(ns, yaml.safe_load(web(ns)))  # put back by hand
+    deadline = time.monotonic() + 60
+    while True:
+        drift_check(service)
+        service.refresh_from_db()
+        if service.health == "healthy":
+            break
+        assert service.health in ("missing", "progressing"), service.health_message
+        assert time.monotonic() < deadline, service.health_message
+        time.sleep(1)
+    assert service.health_message == "2 objects healthy"
+
+
 def test_an_unreachable_cluster_is_unknown_health_never_drift(
     celery_worker_process: WorkerProcess,
     cluster: Cluster,

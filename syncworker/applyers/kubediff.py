@@ -28,6 +28,7 @@ from syncworker.applyers import kubesend
 from syncworker.applyers.applied import Manifest
 from syncworker.applyers.kubeapi import Discovery, KubeApi
 from syncworker.applyers.kubeobjects import Job, Locator, run_all
+from syncworker.health import Health, assess
 from syncworker.kube.kinds import crd_scopes
 from syncworker.kube.labels import COMMIT_ANNOTATION
 from syncworker.kube.refs import ObjectRef
@@ -56,6 +57,9 @@ class ObjectDiff:
     action: str
     fields: list[str] = field(default_factory=list)
     diff: str = ""
+    #: The live object's health, from the GET the diff made anyway (None: not read, as
+    #: for an object to prune or one of a kind the bundle's CRD brings).
+    health: Health | None = field(default=None, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -201,14 +205,20 @@ def _one(api: KubeApi, job: Job) -> tuple[ObjectDiff | None, str]:
         live = live_response.json()
     else:
         return None, f"{job.target.ref}: {live_response.message()}"
+    health = assess(live)
     if manifest.create_only:
         if live is not None:
-            return ObjectDiff(ref, UNCHANGED), ""
-        return compare(ref, None, manifest.object()), ""
+            return ObjectDiff(ref, UNCHANGED, health=health), ""
+        return _with(compare(ref, None, manifest.object()), health), ""
     response = kubesend.patch(api, job, kubesend.DRY_RUN_QUERY)
     if response.status in (200, 201):
-        return compare(ref, live, response.json()), ""
+        return _with(compare(ref, live, response.json()), health), ""
     if live is None and kubesend.missing_namespace(response, job.target.ref.namespace):
         # A namespace the sync would create first: show the object as we send it.
-        return compare(ref, None, manifest.object()), ""
+        return _with(compare(ref, None, manifest.object()), health), ""
     return None, f"{job.target.ref}: {response.message()}"
+
+
+def _with(diff: ObjectDiff, health: Health) -> ObjectDiff:
+    diff.health = health
+    return diff

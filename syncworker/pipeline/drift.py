@@ -6,8 +6,9 @@ object, see :mod:`syncworker.pipeline.diffing`): an object is drifted when the a
 change a field we own, or when it is missing. The result is stored on the service
 (``drift``, ``sync_status``), notified when the state changes, and, with ``self_heal``,
 answered by re-applying that bundle as a new deployment, at most once per drift interval.
-An unreachable cluster says nothing about drift: health becomes ``unknown``, the last
-verdict stays.
+The health of the objects read is recorded too, so a Deployment that degrades or an
+object deleted by hand shows between deployments. An unreachable cluster says nothing
+about drift: health becomes ``unknown``, the last verdict stays.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from syncworker.applyers.kubediff import CREATED, UNCHANGED
+from syncworker.health import Health, summarize
 from syncworker.models import Deployment, Service
 from syncworker.pipeline import actions, diffing
 from syncworker.pipeline.notify import notify_drift
@@ -65,7 +67,13 @@ def check_drift(service_id: int) -> DriftResult:
         drift=result.drift, drift_checked_at=timezone.now()
     )
     state = Service.SyncStatus.OUT_OF_SYNC if result.drift else Service.SyncStatus.SYNCED
-    record_service_status(service.pk, sync_status=state)
+    health = live_health(diff)
+    if health is None:
+        record_service_status(service.pk, sync_status=state)
+    else:
+        record_service_status(
+            service.pk, health=health.status, message=health.message, sync_status=state
+        )
     if was_drifted != bool(result.drift) or (
         result.drift and _names(result.drift) != _names(service.drift)
     ):
@@ -90,6 +98,13 @@ def drifted(diff: diffing.ServiceDiff) -> list[dict[str, Any]]:
         for o in diff.objects
         if o.action != UNCHANGED
     ]
+
+
+def live_health(diff: diffing.ServiceDiff) -> Health | None:
+    """The health of the objects the check read (a deleted one is missing), so that the
+    service's health follows the cluster between deployments; None when none was read."""
+    read = [(o.ref, o.health) for o in diff.objects if o.health is not None]
+    return summarize(read) if read else None
 
 
 def self_heal(service: Service) -> int | None:
