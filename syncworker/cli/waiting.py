@@ -128,23 +128,24 @@ def wait_for_sync(
 def _nothing_to_deploy(
     repository_key: str, rows: list[dict[str, Any]], service_ids: set[int] | None
 ) -> Outcome:
-    """No new deployment: fine, unless a service asked about stays failed (a poll
-    deploys changes only, so fixing the cluster or the service's settings is not one)."""
+    """No new deployment: fine, unless the one service asked about stays failed (a poll
+    deploys changes only, so fixing the cluster or the service's settings is not one).
+    A whole repository's sync reports only what it deployed, change or not."""
     failed = [
         {"service": row["name"], **row["last_deployment"]}
         for row in rows
-        if (service_ids is None or row["id"] in service_ids)
+        if service_ids is not None
+        and row["id"] in service_ids
         and row["last_deployment"]
         and row["last_deployment"]["status"] == "failed"
     ]
     if not failed:
         return Outcome(f"nothing to deploy: {repository_key} has no change for it")
-    names = ", ".join(f"{d['service']} (#{d['id']})" for d in failed)
-    target = failed[0]["service"] if len(failed) == 1 else "SERVICE"
-    hint = f"gitops sync {target} --force"
+    (last,) = failed
     message = (
         f"nothing to deploy: {repository_key} has no change, but the last deployment of "
-        f"{names} failed; `{hint}` deploys it again"
+        f"{last['service']} (#{last['id']}) failed; `gitops sync {last['service']} --force` "
+        "deploys it again"
     )
     return Outcome(message, failed, EXIT_FAILED)
 
