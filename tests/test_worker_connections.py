@@ -14,14 +14,18 @@ from tests.support.workers import start_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 QUEUE = "connections-test"
+# The worker's sessions carry this name, so other tests' processes opening sessions
+# meanwhile (a worker of a module before, a live server's threads) are not counted.
+APPLICATION = "gitops-connections-test"
 
 
 def worker_backends() -> set[tuple[int, object]]:
-    """Other sessions on the test database: (pid, start) of each."""
+    """The test worker's sessions on the test database: (pid, start) of each."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            "AND application_name = %s AND backend_type = 'client backend'",
+            [APPLICATION],
         )
         return set(cursor.fetchall())
 
@@ -36,6 +40,7 @@ def one_process_worker(url: str, **env: str) -> Iterator[set[tuple[int, object]]
     """Yields the sessions that were there before the worker started (other tests'
     processes may still hold some); the worker's are the others."""
     before = worker_backends()
+    url = f"{url}?application_name={APPLICATION}"
     worker = start_worker(url, queues=QUEUE, concurrency=1, name="conn", env=env)
     yield before
     worker.stop()
