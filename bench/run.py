@@ -44,6 +44,7 @@ from bench import (
     push_to_applied,
     recovery,
     scale,
+    sql_plans,
     status_api,
     yaml_parse,
 )
@@ -66,6 +67,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "clusters": clusters,
     "multi_worker": multi_worker,
     "git_reads": git_reads,
+    "sql_plans": sql_plans,
 }
 RESULTS_DIR = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
