@@ -368,6 +368,14 @@ class Deployment(models.Model):
         indexes = [
             models.Index(fields=["service", "-id"], name="deploy_service_recent"),
             models.Index(fields=["status", "id"], name="deploy_status_order"),
+            # The deployments ready to apply, per cluster in apply order: the backlog,
+            # whatever the length of the history (``pipeline.deploying.ready_on``).
+            models.Index(
+                fields=["cluster", "id"],
+                name="deploy_ready",
+                condition=models.Q(status__in=["queued", "applying"], health_deadline=None)
+                & ~models.Q(bundle_digest=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -407,8 +415,10 @@ class AppliedObject(models.Model):
     class Meta:
         ordering = ["service", "kind", "namespace", "name"]
         constraints = [
+            # Namespace and name first: the ownership check looks up the bundle's objects
+            # by them (an apiVersion bump is the same object), through this index.
             models.UniqueConstraint(
-                fields=["cluster", "api_version", "kind", "namespace", "name"],
+                fields=["cluster", "namespace", "name", "kind", "api_version"],
                 name="one_owner_per_object",
             )
         ]

@@ -36,7 +36,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
 from syncworker.applyers import applyer_for
@@ -97,14 +98,23 @@ def apply_deployment(deployment_id: int) -> ApplyResult:
 
 def ready_on(cluster: Cluster) -> QuerySet[Deployment]:
     """The deployments ready to apply to ``cluster``, in the order they apply."""
-    bound = Q(cluster_id=cluster.pk) | Q(cluster=None, service__cluster_id=cluster.pk)
-    if cluster.is_default:
-        bound |= Q(cluster=None, service__cluster=None)
-    return (
-        Deployment.objects.filter(bound, status__in=lifecycle.ACTIVE, health_deadline=None)
-        .exclude(bundle_digest="")
-        .order_by("pk")
+    return _ready().filter(Q(cluster_id=cluster.pk) | _unbound(cluster)).order_by("pk")
+
+
+def _ready() -> QuerySet[Deployment]:
+    # Exactly the condition of the partial index deploy_ready, so that it serves these.
+    return Deployment.objects.filter(status__in=lifecycle.ACTIVE, health_deadline=None).exclude(
+        bundle_digest=""
     )
+
+
+def _unbound(cluster: Cluster) -> Q:
+    """Deployments that name no cluster and go to ``cluster``: their service's, or the
+    default one when the service names none either."""
+    unbound = Q(cluster=None, service__cluster_id=cluster.pk)
+    if cluster.is_default:
+        unbound |= Q(cluster=None, service__cluster=None)
+    return unbound
 
 
 def hand_on(cluster: Cluster) -> int | None:
@@ -152,7 +162,7 @@ def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
                     return result
         finally:
             lease.release()
-        if not ready_on(cluster).exclude(pk__in=passed).exists():
+        if not _any_ready(cluster, passed):
             return _unreached(own, reached, "not ready to apply (not rendered yet)")
         # Something became ready after our last look, or the time is up.
         if time.monotonic() >= until:
@@ -169,13 +179,37 @@ def _unreached(own: ApplyResult, reached: bool, why: str) -> ApplyResult:
 
 
 def _next(cluster: Cluster, passed: set[int]) -> Deployment | None:
+    """The oldest deployment of ``ready_on(cluster)`` but ``passed``, read with what its
+    apply needs."""
     return (
-        ready_on(cluster)
-        .exclude(pk__in=passed)
+        Deployment.objects.filter(pk=_first_ready(cluster, passed))
         .select_related("service__repository", "service__cluster", "cluster")
         .annotate(notify=lifecycle.any_target())
         .first()
     )
+
+
+def _any_ready(cluster: Cluster, passed: set[int]) -> bool:
+    """Whether ``ready_on(cluster)`` holds any deployment but ``passed``."""
+    return Deployment.objects.filter(pk=_first_ready(cluster, passed)).exists()
+
+
+def _first_ready(cluster: Cluster, passed: set[int]) -> Least:
+    """The id of the oldest deployment of ``ready_on(cluster)`` but ``passed`` (NULL when
+    there is none), from two lookups in the partial index deploy_ready: the first bound
+    for the cluster, the first naming no cluster that goes there; the smaller is it.
+
+    Not ``ready_on().first()`` or ``.exists()``: no index has an OR across two tables in
+    order, so PostgreSQL walks the primary key from the oldest deployment (or scans the
+    table when it judges the ready ones dense), reading the history at every pick. Each
+    half is ordered by (cluster, id), an order only deploy_ready has; the cluster as a
+    range of one (not ``=``) keeps the planner from dropping it from the order as a
+    constant and taking the primary key's order instead."""
+    ready = _ready().exclude(pk__in=passed).order_by("cluster_id", "pk").values("pk")
+    bound = Subquery(ready.filter(cluster_id__gte=cluster.pk, cluster_id__lte=cluster.pk)[:1])
+    unbound = Subquery(ready.filter(_unbound(cluster))[:1])
+    # Both ways round: SQLite's MIN() of several answers NULL as soon as one is.
+    return Least(Coalesce(bound, unbound), Coalesce(unbound, bound))
 
 
 def _apply_locked(deployment: Deployment, cluster: Cluster, result: ApplyResult) -> ApplyResult:
