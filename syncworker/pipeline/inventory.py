@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from syncworker.kube.refs import ObjectRef
@@ -49,9 +49,10 @@ def owners(
     with that service's name. Compared by group, kind, namespace and name."""
     wanted = {_identity(r): r for r in desired}
     rows = (
-        AppliedObject.objects.filter(cluster=cluster, name__in={r.name for r in wanted.values()})
+        AppliedObject.objects.filter(_any_of(cluster, wanted.values()))
         .exclude(service=service)
-        .values_list("api_version", "kind", "namespace", "name", "service__name")
+        .order_by()
+        .values_list("api_version", "kind", "namespace", "name", _owner_name())
     )
     found: dict[ObjectRef, str] = {}
     for *ref, owner in rows:
@@ -80,11 +81,11 @@ def held(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> He
     where nothing else writes this service's rows on the cluster)."""
     wanted = {_identity(r): r for r in desired}
     rows = (
-        AppliedObject.objects.filter(cluster=cluster)
-        .filter(Q(service=service) | Q(name__in={r.name for r in wanted.values()}))
-        .values_list(
-            "pk", "api_version", "kind", "namespace", "name", "service_id", "service__name"
+        AppliedObject.objects.filter(
+            Q(cluster=cluster, service=service) | _any_of(cluster, wanted.values())
         )
+        .order_by()
+        .values_list("pk", "api_version", "kind", "namespace", "name", "service_id", _owner_name())
     )
     found = Held()
     for pk, api_version, kind, namespace, name, service_id, owner in rows:
@@ -147,6 +148,25 @@ def add(
         ).delete()
     rows = _rows(service, cluster, set(refs) - removed, deployment)
     AppliedObject.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+
+
+def _any_of(cluster: Cluster, refs: Iterable[ObjectRef]) -> Q:
+    """Rows on ``cluster`` that may be one of ``refs``: looked up by namespace and name
+    through the index of ``one_owner_per_object``, so the check reads about as many rows
+    as the bundle has objects, however many the cluster holds (kind and group are
+    compared by the caller)."""
+    refs = list(refs)
+    return Q(
+        cluster=cluster,
+        namespace__in={r.namespace for r in refs},
+        name__in={r.name for r in refs},
+    )
+
+
+def _owner_name() -> Subquery:
+    # A lookup per row found (a few), not a join the planner may answer by reading
+    # every service.
+    return Subquery(Service.objects.filter(pk=OuterRef("service_id")).values("name")[:1])
 
 
 def _rows(
