@@ -58,10 +58,8 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
         active = Deployment.objects.filter(status__in=[Status.QUEUED, Status.APPLYING])
         # A queued deployment without a cluster goes to the default one.
         default = Cluster.objects.filter(is_default=True).values_list("pk", flat=True).first()
-        clusters = sorted(
-            {default if pk is None else pk for pk in active.values_list("cluster_id", flat=True)}
-            - {None}
-        )
+        targets = active.order_by().values_list("cluster_id", flat=True).distinct()
+        clusters = sorted({default if pk is None else pk for pk in targets} - {None})
         pipe = client.pipeline(transaction=False)
         for cluster_id in clusters:
             pipe.exists(lease_key(cluster_id))
@@ -80,7 +78,11 @@ def requeue_stuck(*, older_than: timedelta | None = None) -> list[int]:
     fetch_grace = older_than or timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
     on_free = Q(cluster_id__in=free) | (Q(cluster=None) if default in free else Q(pk__in=[]))
     oldest_waiting = (
-        Deployment.objects.filter(on_free, status=Status.QUEUED, queued_at__lt=stalled)
+        # Ready to apply, as the partial index deploy_ready has it (a queued deployment
+        # never waits for health): the backlog of those clusters is what is read.
+        Deployment.objects.filter(
+            on_free, status=Status.QUEUED, health_deadline=None, queued_at__lt=stalled
+        )
         .exclude(bundle_digest="")
         .annotate(target=Coalesce("cluster_id", Value(default), output_field=IntegerField()))
         .values("target")
