@@ -60,6 +60,7 @@ class Explained:
                 "ms": top["Execution Time"],
                 "buffers": root.get("Shared Hit Blocks", 0) + root.get("Shared Read Blocks", 0),
                 "scans": sorted(_scans(root)),
+                "plan": root,
             }
         )
 
