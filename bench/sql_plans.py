@@ -1,4 +1,4 @@
-"""14. SQL plans on a large state: what each statement of the pipeline reads.
+"""13. SQL plans on a large state: what each statement of the pipeline reads.
 
 The database holds what 10,000 services leave behind (``--services`` changes it): 100
 repositories of 100 services, 10 clusters, three finished deployments per service
@@ -259,8 +259,10 @@ def _grouped(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
         key = (record["stage"], record["caller"])
-        row = rows.setdefault(key, {**record, "calls": 0, "ms_total": 0.0})
+        first = {k: v for k, v in record.items() if k != "plan"}
+        row = rows.setdefault(key, {**first, "calls": 0, "ms_total": 0.0, "rows_read_total": 0})
         row["calls"] += record.get("calls", 1)
+        row["rows_read_total"] += record.get("rows_read_total", record["rows_read"])
         row["ms_total"] = round(row["ms_total"] + record.get("ms_total", record["ms"]), 3)
         if record["rows_read"] > row["rows_read"]:
             row.update({k: record[k] for k in ("rows", "rows_read", "ms", "buffers", "scans")})
@@ -288,7 +290,7 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str]]:
             f"{result['deployments']} deployments, {result['inventory_rows']} inventory rows",
         ),
         ("statements", str(sum(row["calls"] for row in rows))),
-        ("rows read, all statements", str(sum(row["rows_read"] for row in rows))),
+        ("rows read, all statements", str(sum(row["rows_read_total"] for row in rows))),
     ]
     for row in rows[:8]:
         out.append(
