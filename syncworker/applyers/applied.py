@@ -29,7 +29,9 @@ from syncworker.kube.refs import ObjectRef
 from syncworker.kube.waves import wave_or_zero
 
 MAX_REMEMBERED = 200_000
-MAX_PARSED_OBJECTS = 50_000
+# ~850 bytes a manifest: 10,000 is ~8 MiB (50,000 took the apply worker past 200 MiB
+# in the 10,000-service cold sync), and still holds a 1,000-object service ten times.
+MAX_PARSED_OBJECTS = 10_000
 LIST_PAGE_SIZE = 500
 # Metadata only: a page of 500 ConfigMaps or Secrets would otherwise carry their data.
 # The plain list after the comma is for servers that cannot convert (aggregated APIs).
