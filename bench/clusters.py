@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import Context, mixed_objects, reset_state, say, start_kube, to_yaml
-from bench.scale import tree_pids
+from bench.scale import tree_cpu_seconds
 from tests.support.delayproxy import DelayProxy
 from tests.support.gitserver import GitHttpServer, WorkingCopy
 from tests.support.procs import wait_until
@@ -160,19 +160,6 @@ def machine_busy() -> float:
         fields = [int(v) for v in f.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of a process and its live descendants."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _rendered() -> int:
