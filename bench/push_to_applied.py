@@ -74,6 +74,9 @@ def run(ctx: Context) -> dict[str, Any]:
             k8s_yaml_dir="deploy/web",
             namespace=NAMESPACE,
             cluster=cluster,
+            # No controller-manager runs here, so a Deployment never becomes available:
+            # the push-to-applied time is measured, not the health wait (scale does so too).
+            wait=False,
         )
 
         _, web = stack.web()
