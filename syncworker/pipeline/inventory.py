@@ -38,8 +38,8 @@ def current(service: Service, cluster: Cluster) -> set[ObjectRef]:
 def stale(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> list[ObjectRef]:
     """Objects recorded for the service that the new bundle no longer contains. Compared
     by group, kind, namespace and name, so an apiVersion bump is not a deletion."""
-    wanted = {_identity(r) for r in desired}
-    return sorted(r for r in current(service, cluster) if _identity(r) not in wanted)
+    wanted = {r.identity for r in desired}
+    return sorted(r for r in current(service, cluster) if r.identity not in wanted)
 
 
 def owners(
@@ -47,7 +47,7 @@ def owners(
 ) -> dict[ObjectRef, str]:
     """The objects of ``desired`` that another service's inventory holds on ``cluster``,
     with that service's name. Compared by group, kind, namespace and name."""
-    wanted = {_identity(r): r for r in desired}
+    wanted = {r.identity: r for r in desired}
     rows = (
         AppliedObject.objects.filter(_any_of(cluster, wanted.values()))
         .exclude(service=service)
@@ -56,7 +56,7 @@ def owners(
     )
     found: dict[ObjectRef, str] = {}
     for *ref, owner in rows:
-        mine = wanted.get(_identity(ObjectRef(*ref)))
+        mine = wanted.get(ObjectRef(*ref).identity)
         if mine is not None:
             found[mine] = owner
     return found
@@ -72,14 +72,14 @@ class Held:
 
     def stale(self, desired: Iterable[ObjectRef]) -> list[ObjectRef]:
         """As ``stale()``, from this read."""
-        wanted = {_identity(r) for r in desired}
-        return sorted(r for r in self.mine if _identity(r) not in wanted)
+        wanted = {r.identity for r in desired}
+        return sorted(r for r in self.mine if r.identity not in wanted)
 
 
 def held(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> Held:
     """``current()`` and ``owners()`` in one query (both run inside the cluster's lease,
     where nothing else writes this service's rows on the cluster)."""
-    wanted = {_identity(r): r for r in desired}
+    wanted = {r.identity: r for r in desired}
     rows = (
         AppliedObject.objects.filter(
             Q(cluster=cluster, service=service) | _any_of(cluster, wanted.values())
@@ -92,7 +92,7 @@ def held(service: Service, cluster: Cluster, desired: Iterable[ObjectRef]) -> He
         ref = ObjectRef(api_version, kind, namespace, name)
         if service_id == service.pk:
             found.mine[ref] = pk
-        elif (mine := wanted.get(_identity(ref))) is not None:
+        elif (mine := wanted.get(ref.identity)) is not None:
             found.taken[mine] = owner
     return found
 
@@ -184,8 +184,3 @@ def _rows(
         )
         for r in sorted(set(refs))
     ]
-
-
-def _identity(ref: ObjectRef) -> tuple[str, str, str, str]:
-    group = ref.api_version.rpartition("/")[0]
-    return (group, ref.kind, ref.namespace, ref.name)
