@@ -15,7 +15,7 @@ from syncworker import tasks
 from syncworker.applyers.base import TransientApplyError
 from syncworker.applyers.file import FileApplyer
 from syncworker.models import Cluster, Deployment, Repository, Service
-from syncworker.pipeline import chain, deploying, handoff
+from syncworker.pipeline import chain, deploying, handoff, lifecycle
 from syncworker.pipeline.deploying import ApplyResult, apply_deployment
 from syncworker.pipeline.fetching import fetch_and_render
 from syncworker.pipeline.lease import Lease
@@ -124,6 +124,29 @@ def test_a_transient_error_stops_the_drain_so_nothing_behind_it_passes(
     assert [d.status for d in rows(rendered)] == [Status.SUCCEEDED, Status.QUEUED, Status.QUEUED]
     assert Deployment.objects.get(pk=db).started_at is None
     assert "busy" not in apply_deployment(db).skipped, "the lease was let go"
+
+
+def test_a_deployment_read_ahead_that_moved_on_before_its_turn_is_not_applied(
+    rendered: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain reads the next deployments at once; one superseded while an earlier one
+    applies is left as it is, and the drain goes on past it."""
+    apply_bundle = FileApplyer.apply_bundle
+    web, api, db = rendered
+
+    def and_meanwhile(applyer: FileApplyer, bundle: str, **hints: Any) -> Any:
+        if "name: web" in bundle:
+            lifecycle.supersede(api)
+        return apply_bundle(applyer, bundle, **hints)
+
+    monkeypatch.setattr(FileApplyer, "apply_bundle", and_meanwhile)
+    monkeypatch.setattr(deploying, "READ_AHEAD", 3)
+
+    apply_deployment(web)
+
+    done = rows(rendered)
+    assert [d.status for d in done] == [Status.SUCCEEDED, Status.SUPERSEDED, Status.SUCCEEDED]
+    assert done[1].started_at is None, "never started"
 
 
 def test_a_drain_out_of_time_hands_the_cluster_on(

@@ -92,10 +92,15 @@ def _returned(root: dict[str, Any]) -> int:
     return int(root["Actual Rows"] * root["Actual Loops"])
 
 
-def _rows_read(root: dict[str, Any]) -> int:
+def deployment_rows_read(root: dict[str, Any]) -> int:
+    """The rows a plan read from the deployment table (the history and the backlog)."""
+    return _rows_read(root, relation="syncworker_deployment")
+
+
+def _rows_read(root: dict[str, Any], relation: str = "") -> int:
     total = 0.0
     for node in _nodes(root):
-        if node["Node Type"] in _SCANS:
+        if node["Node Type"] in _SCANS and relation in ("", node.get("Relation Name")):
             seen = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
             seen += node.get("Rows Removed by Index Recheck", 0)
             total += seen * node["Actual Loops"]
