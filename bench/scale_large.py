@@ -1,4 +1,4 @@
-"""4b. Scale, large: the scale benchmark (``scale.py``) at 10,000 services × 10 objects.
+"""4b. Scale, large: the scale benchmark (``scale.py``) at 10,000 services x 10 objects.
 
 The same workload, processes and counters as ``scale``, ten times the services (quick:
 300), so that one full run holds both the 1,000-service and the 10,000-service figures

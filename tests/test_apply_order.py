@@ -132,7 +132,7 @@ def test_a_deployment_read_ahead_that_moved_on_before_its_turn_is_not_applied(
     """The drain reads the next deployments at once; one superseded while an earlier one
     applies is left as it is, and the drain goes on past it."""
     apply_bundle = FileApplyer.apply_bundle
-    web, api, db = rendered
+    web, api, _ = rendered
 
     def and_meanwhile(applyer: FileApplyer, bundle: str, **hints: Any) -> Any:
         if "name: web" in bundle:

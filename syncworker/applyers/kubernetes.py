@@ -29,6 +29,7 @@ apply is its validation, and no other object can be half-applied beside it.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,8 @@ class KubernetesApplyer(Applyer):
         self._namespace = namespace
         self._api: KubeApi | None = None
         self._discovery: Discovery | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def _connect(self) -> tuple[KubeApi, Discovery, str]:
         if self._api is None or self._discovery is None:
@@ -125,6 +128,18 @@ class KubernetesApplyer(Applyer):
         if self._api is not None:
             self._api.close()
         self._api = self._discovery = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The applyer's request threads, started once: a pool per bundle started and
+        joined eight threads for every deployment (a few % of an apply worker's CPU)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="kube-apply")
+            return self._pool
 
     def install(self) -> tuple[bool, str]:
         try:
@@ -157,8 +172,7 @@ class KubernetesApplyer(Applyer):
         done = Progress(len(objects))
         try:
             api, discovery, namespace = self._connect()
-            with ThreadPoolExecutor(self.max_workers, thread_name_prefix="kube-apply") as pool:
-                self._apply_staged(pool, api, discovery, namespace, objects, done, held)
+            self._apply_staged(self._workers(), api, discovery, namespace, objects, done, held)
         except TransientApplyError as exc:
             raise TransientApplyError(
                 f"{exc} ({done.applied} of {len(objects)} objects applied, "
@@ -492,8 +506,7 @@ class KubernetesApplyer(Applyer):
         except ValueError as exc:
             raise DiffError(f"invalid bundle: {exc}") from exc
         api, discovery, namespace = self._connect()
-        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="kube-diff") as pool:
-            return diff_manifests(pool, api, discovery, namespace, objects)
+        return diff_manifests(self._workers(), api, discovery, namespace, objects)
 
     def prune(self, refs: Sequence[ObjectRef], *, service: str) -> PruneResult:
         if not refs:
