@@ -197,3 +197,52 @@ def test_objects_in_a_namespace_the_bundle_brings_are_created(
         ("Namespace", CREATED),
         ("ConfigMap", CREATED),
     ]
+
+
+@pytest.mark.kube
+def test_a_missing_object_shows_what_git_says_not_the_defaults_the_server_would_add(
+    applyer: KubernetesApplyer, kube_namespace: str
+) -> None:
+    # Argo CD's guestbook Service and Deployment: no clusterIP, no container defaults.
+    ui = {"app": "guestbook-ui"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "guestbook-ui", "namespace": kube_namespace},
+        "spec": {"ports": [{"port": 80, "targetPort": 80}], "selector": ui},
+    }
+    workload = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "guestbook-ui", "namespace": kube_namespace},
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": ui},
+            "template": {
+                "metadata": {"labels": ui},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "guestbook-ui",
+                            "image": "gcr.io/heptio-images/ks-guestbook-demo:0.2",
+                            "ports": [{"containerPort": 80}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    hidden = secret(kube_namespace, SECRET_VALUE)
+    shown = applyer.diff(to_yaml([service, workload, hidden]))
+    assert [d.action for d in shown] == [CREATED, CREATED, CREATED]
+    for diff, sent in zip(shown[:2], (service, workload), strict=True):
+        lines = diff.diff.splitlines(True)
+        added = "".join(line[1:] for line in lines if line[:1] == "+" and line[:3] != "+++")
+        assert yaml.safe_load(added) == sent
+    for default in ("clusterIP", "sessionAffinity", "terminationMessagePath", "dnsPolicy"):
+        assert default not in shown[0].diff + shown[1].diff
+    # Masked as Git has it (stringData), never the value nor its base64.
+    assert "stringData:\n+  password: (hidden)" in shown[2].diff
+    encoded = base64.b64encode(SECRET_VALUE.encode()).decode()
+    assert SECRET_VALUE not in shown[2].diff and encoded not in shown[2].diff

@@ -118,6 +118,14 @@ class Applyer(ABC):
             return ApplyReport(ok, output)
         return ApplyReport.of_all(ok, output, objects)
 
+    def prepare_bundle(
+        self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
+    ) -> ApplyReport:
+        """What runs before the PreSync hooks: validate the bundle as ``apply_bundle``
+        would and create only the namespaces it needs that are missing, so the hooks can
+        run in them; nothing else is written. Only when ``can_run_hooks``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run hooks")
+
     def diff(self, yaml_content: str) -> list[Any]:
         """What applying ``yaml_content`` would change, per object (``kubediff.ObjectDiff``);
         only an applyer that can dry-run on the server can tell."""

@@ -6,8 +6,8 @@ sends). Both answers are normalised (server bookkeeping, status and the commit a
 earlier versions stamped dropped) and compared; what differs is what the apply would
 change. Letting the dry run decide is what keeps fields other managers own out of the
 diff: a field we do not send (an HPA's ``spec.replicas``) comes back from the dry run as
-it is live, so it never differs. A missing object is ``created``; create-only objects are
-only ever created.
+it is live, so it never differs. A missing object is ``created`` and shown as the bundle
+has it (its dry run still validates it); create-only objects are only ever created.
 
 Secret values are masked before any text is made: a value that would change shows as
 ``(hidden)`` on one side and ``(hidden, changed)`` on the other.
@@ -109,7 +109,7 @@ def changed_paths(live: Any, desired: Any, prefix: str = "") -> list[str]:
 
 def compare(ref: ObjectRef, live: dict[str, Any] | None, desired: dict[str, Any]) -> ObjectDiff:
     """The diff of one object: ``live`` as the server has it (None when missing) and
-    ``desired`` as the dry-run apply answered."""
+    ``desired`` as the dry-run apply answered (or, for a missing one, as sent)."""
     after = normalise(desired)
     if live is None:
         return ObjectDiff(ref, CREATED, diff=_unified(ref, None, _masked(after, None)))
@@ -212,7 +212,11 @@ def _one(api: KubeApi, job: Job) -> tuple[ObjectDiff | None, str]:
         return _with(compare(ref, None, manifest.object()), health), ""
     response = kubesend.patch(api, job, kubesend.DRY_RUN_QUERY)
     if response.status in (200, 201):
-        return _with(compare(ref, live, response.json()), health), ""
+        # A missing object shows as Git has it, as Argo CD shows it: its dry run only
+        # validated it, and the defaults the server would fill in (a clusterIP, a
+        # terminationMessagePath) are no change anybody made.
+        desired = response.json() if live is not None else manifest.object()
+        return _with(compare(ref, live, desired), health), ""
     if live is None and kubesend.missing_namespace(response, job.target.ref.namespace):
         # A namespace the sync would create first: show the object as we send it.
         return _with(compare(ref, None, manifest.object()), health), ""

@@ -24,6 +24,11 @@ process does not remember (a new worker, another worker) is dry-run and, as Flux
 manager does, applied only when the dry run's answer differs from the live object the
 same LIST brought. When a single object is left to write, it is applied at once: its
 apply is its validation, and no other object can be half-applied beside it.
+
+Before a bundle's PreSync hooks, ``prepare_bundle`` runs the same checks and creates only
+the namespaces that are missing (the service's and the bundle's own): the hooks need
+them, and Argo CD creates the application's namespace before its dry run and the PreSync
+phase too. Nothing else is written until the hooks succeeded.
 """
 
 from __future__ import annotations
@@ -158,6 +163,16 @@ class KubernetesApplyer(Applyer):
     def apply_bundle(
         self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
     ) -> ApplyReport:
+        return self._run(yaml_content, held, before_hooks=False)
+
+    def prepare_bundle(
+        self, yaml_content: str, *, held: Collection[ObjectRef] | None = None
+    ) -> ApplyReport:
+        return self._run(yaml_content, held, before_hooks=True)
+
+    def _run(
+        self, yaml_content: str, held: Collection[ObjectRef] | None, *, before_hooks: bool
+    ) -> ApplyReport:
         try:
             if self.verify_unchanged:
                 objects = self.parsed.manifests(yaml_content)
@@ -172,7 +187,9 @@ class KubernetesApplyer(Applyer):
         done = Progress(len(objects))
         try:
             api, discovery, namespace = self._connect()
-            self._apply_staged(self._workers(), api, discovery, namespace, objects, done, held)
+            self._apply_staged(
+                self._workers(), api, discovery, namespace, objects, done, held, before_hooks
+            )
         except TransientApplyError as exc:
             raise TransientApplyError(
                 f"{exc} ({done.applied} of {len(objects)} objects applied, "
@@ -194,10 +211,12 @@ class KubernetesApplyer(Applyer):
         objects: Sequence[Manifest],
         done: Progress,
         held: Collection[ObjectRef] | None = None,
+        before_hooks: bool = False,
     ) -> None:
         """Dry-run what can be validated now; apply the bundle's namespaces and CRDs;
         dry-run what waited for them; apply the rest, phase after phase. Each step runs
-        only if every check before it passed."""
+        only if every check before it passed. ``before_hooks``: stop once the missing
+        namespaces are created and what waited for them is dry-run."""
         jobs, unserved = self._locate(Locator(discovery, namespace), enumerate(objects), done)
         if held is not None:
             # Objects the service never had here are new: nothing to read before their
@@ -208,7 +227,8 @@ class KubernetesApplyer(Applyer):
             new = set()
         todo = self._skip_unchanged(pool, api, jobs, done, new=new)
         if (
-            len(todo) == 1
+            not before_hooks
+            and len(todo) == 1
             and not unserved
             and not done.errors
             and todo[0].manifest.phase != CRD
@@ -243,6 +263,9 @@ class KubernetesApplyer(Applyer):
             (later if waits else now).append(job)
         self._dry_run(pool, api, now, done)
         if done.errors:
+            return
+        if before_hooks:
+            self._prepare_namespaces(pool, api, definitions, later, waiting_namespaces, done)
             return
 
         # Stage 2: the bundle's namespaces and CRDs, then what waited for them.
@@ -284,6 +307,29 @@ class KubernetesApplyer(Applyer):
                 in_wave = [m.ref for m in objects if m.wave == number]
                 if not self._await_wave(api, discovery, namespace, number, in_wave, done):
                     return
+
+    def _prepare_namespaces(
+        self,
+        pool: ThreadPoolExecutor,
+        api: KubeApi,
+        definitions: Sequence[Job],
+        later: Sequence[Job],
+        missing: Collection[str],
+        done: Progress,
+    ) -> None:
+        """Before the PreSync hooks: create the ``missing`` namespaces, then dry-run the
+        objects that waited only for them. CRDs and their custom resources wait for the
+        apply after the hooks, as in Argo CD, where they belong to the Sync phase."""
+        batch = [
+            job
+            for job in definitions
+            if job.manifest.phase == NAMESPACE and job.target.ref.name in missing
+        ]
+        if not self._apply(pool, api, batch, done):
+            return
+        kinds = _defined_kinds(job.manifest for job in definitions)
+        ready = [job for job in later if (job.target.ref.group, job.target.ref.kind) not in kinds]
+        self._dry_run(pool, api, ready, done)
 
     def _await_wave(
         self,

@@ -285,8 +285,13 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
     try:
         applyer = applyer_of(cluster)
         if plan.of(PRE_SYNC) and not deployment.hook_phase and applyer.can_run_hooks:
-            return _pre_sync(deployment, applyer, plan, result)
-        report = applyer.apply_bundle(plan.yaml, held=before.mine.keys())
+            # The whole bundle is validated and its missing namespaces created before the
+            # hooks run in them; a bundle the dry run rejects runs no hook.
+            report = applyer.prepare_bundle(plan.yaml, held=before.mine.keys())
+            if report.ok:
+                return _pre_sync(deployment, cluster, applyer, plan, report, result)
+        else:
+            report = applyer.apply_bundle(plan.yaml, held=before.mine.keys())
         ok, output = report.ok, report.output
         pruned: list[ObjectRef] = []
         stale = before.stale(desired) if ok else []
@@ -407,10 +412,20 @@ def _applied(
 
 
 def _pre_sync(
-    deployment: Deployment, applyer: Applyer, plan: hooks.Plan, result: ApplyResult
+    deployment: Deployment,
+    cluster: Cluster,
+    applyer: Applyer,
+    plan: hooks.Plan,
+    prepared: ApplyReport,
+    result: ApplyResult,
 ) -> ApplyResult:
     """Create the PreSync hooks and wait for them off this queue (``waiting``); the
-    objects are applied once they all succeeded, by this task sent again."""
+    objects are applied once they all succeeded, by this task sent again. ``prepared``:
+    the bundle passed its dry run and its missing namespaces were created."""
+    # A namespace of the bundle created for the hooks is the service's from now on,
+    # whatever the hooks do (the service's own create-only one never is).
+    arrived = set(prepared.applied) - set(prepared.create_only)
+    inventory.add(deployment.service, cluster, arrived, deployment)
     try:
         records = hooks.start(applyer, deployment.pk, PRE_SYNC, plan.of(PRE_SYNC))
     except hooks.StartFailed as exc:
