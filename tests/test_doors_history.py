@@ -161,6 +161,8 @@ def test_the_api_refuses_to_change_what_the_config_file_sets_naming_the_file(
     )
     rename = staff_api.patch(f"/api/services/{web.pk}/", {"name": "web2"}, format="json")
 
+    shown = staff_api.get(f"/api/services/{web.pk}/").json()["config_fields"]
+    assert "namespace" in shown and "cluster" not in shown and "enabled" not in shown
     assert namespace.status_code == 409, namespace.content
     assert namespace.json()["detail"] == (
         f"service 'web' comes from the config file {config_file!r}, which sets namespace: "
