@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from syncworker.adminguard import GuardedAdmin
 from syncworker.artifacts.admin import ReleaseArtifactAdmin
 from syncworker.kube.secrets import mask_secret_values
 from syncworker.models import (
@@ -135,8 +136,9 @@ class RepositoryForm(forms.ModelForm):
 
 
 @admin.register(Repository)
-class RepositoryAdmin(admin.ModelAdmin):
+class RepositoryAdmin(GuardedAdmin):
     form = RepositoryForm
+    secret_fields = SECRET_FIELDS
     formfield_overrides = URL_FIELDS
     list_display = (
         "key",
@@ -225,7 +227,7 @@ class ServiceForm(forms.ModelForm):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(GuardedAdmin):
     form = ServiceForm
     fieldsets = (
         (None, {"fields": ("name", "repository", "k8s_yaml_dir", "cluster", "enabled")}),
@@ -401,7 +403,7 @@ class ServiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(GuardedAdmin):
     list_display = ("name", "applyer", "is_default", "managed_by_config")
     list_filter = ("applyer", "is_default")
     search_fields = ("name",)
@@ -519,8 +521,9 @@ class NotificationTargetForm(forms.ModelForm):
 
 
 @admin.register(NotificationTarget)
-class NotificationTargetAdmin(admin.ModelAdmin):
+class NotificationTargetAdmin(GuardedAdmin):
     form = NotificationTargetForm
+    secret_fields = ("url",)
     list_display = ("__str__", "enabled", "managed_by_config")
     list_filter = ("enabled",)
     # No search on the URL: matching or not would reveal it a character at a time.

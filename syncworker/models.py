@@ -3,6 +3,10 @@ applies to, and the history of every deployment.
 
 Credentials (tokens, webhook secrets) live in plain columns of Repository; they are
 write-only in the admin and the API and never part of ``__str__`` or ``repr``.
+
+A row the config file loaded has ``managed_by_config``; its ``config_fields`` are the
+fields the file set at the last load (``syncworker.config.importer``), which the API and
+the admin refuse to change (``syncworker.guards``): the next load would put them back.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Cluster(models.Model):
         default=False, help_text="Services without an explicit cluster deploy here."
     )
     managed_by_config = models.BooleanField(default=False, editable=False)
+    config_fields = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -140,6 +145,7 @@ class Repository(models.Model):
     )
     enabled = models.BooleanField(default=True)
     managed_by_config = models.BooleanField(default=False, editable=False)
+    config_fields = models.JSONField(default=list, blank=True, editable=False)
 
     last_polled_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_seen_commit = models.CharField(max_length=64, blank=True, editable=False)
@@ -231,6 +237,7 @@ class Service(models.Model):
         help_text="Seconds the objects have to become healthy after the apply.",
     )
     managed_by_config = models.BooleanField(default=False, editable=False)
+    config_fields = models.JSONField(default=list, blank=True, editable=False)
     drift_interval = models.PositiveIntegerField(
         default=300,
         validators=[MinValueValidator(10)],
@@ -459,6 +466,7 @@ class NotificationTarget(models.Model):
     url = models.URLField(max_length=500, unique=True)
     enabled = models.BooleanField(default=True)
     managed_by_config = models.BooleanField(default=False, editable=False)
+    config_fields = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

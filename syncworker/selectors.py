@@ -219,26 +219,3 @@ def failing_repositories(limit: int = 20) -> list[Repository]:
         .only("key", "last_error", "consecutive_failures", "last_polled_at")
         .order_by("-consecutive_failures", "key")[:limit]
     )
-
-
-def cluster_in_use(cluster: Cluster) -> str:
-    """Why the cluster's row must stay (empty when it may go): the services that deploy
-    to it, as their own cluster or as the default, and the objects recorded on it, which
-    a delete would forget, so they would never be pruned."""
-    users = Service.objects.filter(Q(cluster=cluster) | Q(cluster__isnull=True))
-    if not cluster.is_default:
-        users = users.filter(cluster=cluster)
-    names = list(users.order_by("name").values_list("name", flat=True)[:6])
-    objects = cluster.inventory.count()
-    if not names and not objects:
-        return ""
-    reasons = []
-    if names:
-        shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
-        reasons.append(f"services deploy to it ({shown})")
-    if objects:
-        reasons.append(f"it holds {objects} applied object{'s' if objects != 1 else ''}")
-    return (
-        f"cluster {cluster.name!r} is in use: {' and '.join(reasons)}; move or remove its "
-        "services first"
-    )

@@ -1,6 +1,7 @@
 """Explicit serializers. Credentials are write-only: accepted on input, never output;
 an update that leaves them out keeps the stored value. A bundle is shown with its
-Secret values masked."""
+Secret values masked. ``config_fields``: what the config file sets, which the API
+refuses to change (``syncworker.guards``)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class RepositorySerializer(ModelRulesMixin):
             "allowed_cluster_resources",
             "enabled",
             "managed_by_config",
+            "config_fields",
             "last_polled_at",
             "last_seen_commit",
             "last_error",
@@ -66,6 +68,7 @@ class RepositorySerializer(ModelRulesMixin):
         ]
         read_only_fields = [
             "managed_by_config",
+            "config_fields",
             "last_polled_at",
             "last_seen_commit",
             "last_error",
@@ -100,6 +103,7 @@ class ServiceSerializer(ModelRulesMixin):
             "wait",
             "health_timeout",
             "managed_by_config",
+            "config_fields",
             "last_applied_commit",
             "last_applied_at",
             "health",
@@ -112,6 +116,7 @@ class ServiceSerializer(ModelRulesMixin):
         ]
         read_only_fields = [
             "managed_by_config",
+            "config_fields",
             "last_applied_commit",
             "last_applied_at",
             "health",
@@ -125,8 +130,16 @@ class ServiceSerializer(ModelRulesMixin):
 class ClusterSerializer(ModelRulesMixin):
     class Meta:
         model = Cluster
-        fields = ["id", "name", "applyer", "settings", "is_default", "managed_by_config"]
-        read_only_fields = ["managed_by_config"]
+        fields = [
+            "id",
+            "name",
+            "applyer",
+            "settings",
+            "is_default",
+            "managed_by_config",
+            "config_fields",
+        ]
+        read_only_fields = ["managed_by_config", "config_fields"]
 
 
 class DeploymentSerializer(serializers.ModelSerializer):

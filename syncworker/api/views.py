@@ -1,4 +1,5 @@
-"""REST endpoints (DRF). Thin: the actions call syncworker.pipeline.actions."""
+"""REST endpoints (DRF). Thin: the actions call syncworker.pipeline.actions, edits and
+deletes of configuration rows pass syncworker.guards."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from syncworker import guards
 from syncworker.api.filters import filter_deployments
 from syncworker.api.serializers import (
     ActionResultSerializer,
@@ -25,7 +27,6 @@ from syncworker.api.serializers import (
 )
 from syncworker.models import Cluster, Deployment, Repository, Service
 from syncworker.pipeline import actions, diffing
-from syncworker.selectors import cluster_in_use
 
 RETRY_AFTER_SECONDS = 30
 
@@ -45,7 +46,32 @@ def _queue_unavailable(what: str) -> Response:
     )
 
 
-class RepositoryViewSet(viewsets.ModelViewSet):
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class GuardedViewSet(viewsets.ModelViewSet):
+    """409, saying why, for an edit of a field the config file sets and for deleting a
+    row the file names or that is in use (``syncworker.guards``, as in the admin)."""
+
+    def perform_update(self, serializer: BaseSerializer) -> None:
+        # The stored row, not yet changed: save() applies validated_data afterwards.
+        row: Any = serializer.instance
+        try:
+            guards.refuse_config_edit(row, serializer.validated_data)
+        except guards.Refused as exc:
+            raise Conflict(str(exc)) from None
+        super().perform_update(serializer)
+
+    def perform_destroy(self, instance: Any) -> None:
+        try:
+            guards.delete(instance)
+        except guards.Refused as exc:
+            raise Conflict(str(exc)) from None
+
+
+class RepositoryViewSet(GuardedViewSet):
     queryset = Repository.objects.all()
     serializer_class = RepositorySerializer
 
@@ -62,7 +88,7 @@ class RepositoryViewSet(viewsets.ModelViewSet):
         return Response({"detail": "sync queued"}, status=status.HTTP_202_ACCEPTED)
 
 
-class ServiceViewSet(viewsets.ModelViewSet):
+class ServiceViewSet(GuardedViewSet):
     queryset = Service.objects.select_related("repository", "cluster")
     serializer_class = ServiceSerializer
 
@@ -99,17 +125,9 @@ class ServiceViewSet(viewsets.ModelViewSet):
         return Response(ServiceDiffSerializer(result.as_json()).data)
 
 
-class ClusterViewSet(viewsets.ModelViewSet):
+class ClusterViewSet(GuardedViewSet):
     queryset = Cluster.objects.all()
     serializer_class = ClusterSerializer
-
-    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """409 while services deploy to the cluster or it holds their objects: deleting
-        the row would drop that inventory with it (or fail on a service's reference)."""
-        in_use = cluster_in_use(self.get_object())
-        if in_use:
-            return Response({"detail": in_use}, status=status.HTTP_409_CONFLICT)
-        return super().destroy(request, *args, **kwargs)
 
 
 @extend_schema(

@@ -6,6 +6,12 @@ with the same file saves no row at all. Rows the file no longer names are disabl
 deleted: their deployment history stays. Only rows marked ``managed_by_config`` are
 disabled that way; rows made in the admin are left alone unless the file names them, in
 which case the file takes them over.
+
+Each row the file names records the fields the file set (``config_fields``): the API and
+the admin refuse to change those (``syncworker.guards``), since the next load would put
+the file's values back. ``enabled`` is not among them: it is the operator's pause switch,
+which a load leaves alone, except that a row leaving the file is disabled and a row
+coming back is enabled again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ CREATED = "created"
 UPDATED = "updated"
 UNCHANGED = "unchanged"
 DISABLED = "disabled"
+
+# The ``config_fields`` of a row that left the file: the file owns only its switch, which
+# it keeps off until the row comes back.
+LEFT_THE_FILE = ["enabled"]
 
 
 @dataclass(frozen=True)
@@ -78,13 +88,15 @@ class _Plan:
 
     def record(self, kind: str, name: str, obj: models.Model, changed: list[str] | None) -> None:
         """``changed`` is None for a new row, else the fields that differ."""
+        # config_fields is the import's own bookkeeping: named only when nothing else changed.
+        shown = [f for f in changed or () if f != "config_fields"] or changed or []
         if changed is None:
             action = CREATED
-        elif changed == ["enabled"] and getattr(obj, "enabled", True) is False:
+        elif shown == ["enabled"] and getattr(obj, "enabled", True) is False:
             action = DISABLED
         else:
             action = UPDATED if changed else UNCHANGED
-        self.report.changes.append(Change(kind, name, action, tuple(changed or ())))
+        self.report.changes.append(Change(kind, name, action, tuple(shown)))
         if action != UNCHANGED:
             self.writes.append((obj, changed))
 
@@ -135,6 +147,32 @@ def _assign(obj: models.Model, desired: dict[str, Any]) -> list[str]:
     return changed
 
 
+def _owned(desired: dict[str, Any], key: str) -> dict[str, Any]:
+    """``desired`` plus the bookkeeping of a row the file names: the fields it sets, its
+    ``key`` too (renamed, it would be a row the file no longer names)."""
+    return {**desired, "config_fields": sorted({*desired, key}), "managed_by_config": True}
+
+
+def _named(row: models.Model | None, desired: dict[str, Any], key: str) -> dict[str, Any]:
+    """``_owned``, and ``enabled`` again for a new row or one that had left the file."""
+    named = _owned(desired, key)
+    if row is None or _left_the_file(row):
+        named["enabled"] = True
+    return named
+
+
+def _left_the_file(row: Any) -> bool:
+    return bool(row.managed_by_config and row.config_fields == LEFT_THE_FILE)
+
+
+def _leave(plan: _Plan, kind: str, name: str, row: Any) -> None:
+    """Disable a row of ours the file no longer names (never delete: its history stays)."""
+    if row.managed_by_config and (row.enabled or not _left_the_file(row)):
+        plan.record(
+            kind, name, row, _assign(row, {"enabled": False, "config_fields": LEFT_THE_FILE})
+        )
+
+
 def _plan_cluster(plan: _Plan, config: GitopsConfig, lock: bool) -> None:
     """The configured applyer becomes the default cluster. The previous default loses the
     flag first: a partial unique constraint allows one default at a time."""
@@ -145,14 +183,21 @@ def _plan_cluster(plan: _Plan, config: GitopsConfig, lock: bool) -> None:
     clusters = list(_rows(Cluster, lock))
     target = next((c for c in clusters if c.name == spec.cluster_name), None)
     for cluster in clusters:
-        if cluster.is_default and cluster is not target:
-            plan.record("cluster", cluster.name, cluster, _assign(cluster, {"is_default": False}))
-    desired = {
-        "applyer": Cluster.Applyer(spec.kind).value,
-        "settings": cluster_settings,
-        "is_default": True,
-        "managed_by_config": True,
-    }
+        if cluster is target:
+            continue
+        # A former config cluster keeps its row (and history) but is the file's no more.
+        dropped: dict[str, Any] = {"config_fields": []} if cluster.managed_by_config else {}
+        if cluster.is_default or cluster.config_fields:
+            released = _assign(cluster, {"is_default": False, **dropped})
+            plan.record("cluster", cluster.name, cluster, released)
+    desired = _owned(
+        {
+            "applyer": Cluster.Applyer(spec.kind).value,
+            "settings": cluster_settings,
+            "is_default": True,
+        },
+        "name",
+    )
     if target is None:
         plan.record("cluster", spec.cluster_name, Cluster(name=spec.cluster_name, **desired), None)
     else:
@@ -172,8 +217,6 @@ def _repository_fields(spec: RepoSpec) -> dict[str, Any]:
         "allowed_cluster_resources": (
             list(spec.cluster_resources) if spec.cluster_resources is not None else None
         ),
-        "enabled": True,
-        "managed_by_config": True,
     }
     # A secret the file does not set keeps its stored value (it may come from the admin).
     if spec.token is not None:
@@ -189,8 +232,8 @@ def _plan_repositories(
     existing = {repo.key: repo for repo in _rows(Repository, lock)}
     wanted: dict[str, Repository] = {}
     for spec in specs:
-        desired = _repository_fields(spec)
         repo = existing.get(spec.key)
+        desired = _named(repo, _repository_fields(spec), "key")
         if repo is None:
             repo = Repository(key=spec.key, **desired)
             plan.record("repository", spec.key, repo, None)
@@ -198,8 +241,8 @@ def _plan_repositories(
             plan.record("repository", spec.key, repo, _assign(repo, desired))
         wanted[spec.key] = repo
     for key, repo in existing.items():
-        if key not in wanted and repo.managed_by_config and repo.enabled:
-            plan.record("repository", key, repo, _assign(repo, {"enabled": False}))
+        if key not in wanted:
+            _leave(plan, "repository", key, repo)
     return wanted
 
 
@@ -228,10 +271,9 @@ def _plan_services(
             "health_timeout": spec.health_timeout,
             "drift_interval": spec.drift_interval,
             "self_heal": spec.self_heal,
-            "enabled": True,
-            "managed_by_config": True,
         }
         service = existing.get(spec.name)
+        desired = _named(service, desired, "name")
         if service is None:
             plan.record(
                 "service", spec.name, Service(name=spec.name, cluster=None, **desired), None
@@ -240,8 +282,8 @@ def _plan_services(
             plan.record("service", spec.name, service, _assign(service, desired))
         wanted.add(spec.name)
     for name, service in existing.items():
-        if name not in wanted and service.managed_by_config and service.enabled:
-            plan.record("service", name, service, _assign(service, {"enabled": False}))
+        if name not in wanted:
+            _leave(plan, "service", name, service)
 
 
 def _plan_notifications(plan: _Plan, webhook_url: str | None, lock: bool) -> None:
@@ -250,10 +292,14 @@ def _plan_notifications(plan: _Plan, webhook_url: str | None, lock: bool) -> Non
         name = host_only(target.url)
         if webhook_url is not None and target.url == webhook_url:
             found = True
-            desired = {"enabled": True, "managed_by_config": True}
-            plan.record("notification", name, target, _assign(target, desired))
-        elif target.managed_by_config and target.enabled:
-            plan.record("notification", name, target, _assign(target, {"enabled": False}))
+            plan.record(
+                "notification",
+                name,
+                target,
+                _assign(target, _named(target, {"url": webhook_url}, "url")),
+            )
+        else:
+            _leave(plan, "notification", name, target)
     if webhook_url is not None and not found:
-        target = NotificationTarget(url=webhook_url, enabled=True, managed_by_config=True)
+        target = NotificationTarget(**_named(None, {"url": webhook_url}, "url"))
         plan.record("notification", host_only(webhook_url), target, None)
