@@ -35,11 +35,12 @@ FETCH = 2  # read the deployment with its service, store the bundle
 # Read the deployment (with service, repository, cluster and whether anyone is notified),
 # start, read the inventory, then in one transaction: the inventory's difference, the
 # service's record, the final state. (A service naming no cluster reads the default.)
-# The cluster's drain adds three per drain, not per deployment: the pick of the oldest
-# ready deployment, the look that finds none left, and the look after letting go of the
-# lease (a deployment that became ready meanwhile).
-APPLY_FIRST = 11
-APPLY_AGAIN = 11
+# The cluster's drain adds four per drain, not per deployment: the read ahead of the
+# oldest ready deployments (two id lookups, one read of their rows; eight at a time in a
+# backlog) and the look after letting go of the lease (a deployment that became ready
+# meanwhile).
+APPLY_FIRST = 12
+APPLY_AGAIN = 12
 
 
 def objects(service: str, namespace: str, rev: int) -> str:

@@ -149,9 +149,14 @@ def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
     reached = False
     while True:
         try:
-            upcoming: list[Deployment] = []
+            upcoming = _upcoming(cluster, passed)
+            # A short read found all there was: the look after the lease is let go
+            # (which must be made anyway) finds any that became ready since.
+            more = len(upcoming) == READ_AHEAD
             while time.monotonic() < until:
-                upcoming = upcoming or _upcoming(cluster, passed)
+                if not upcoming and more:
+                    upcoming = _upcoming(cluster, passed)
+                    more = len(upcoming) == READ_AHEAD
                 if not upcoming:
                     break
                 deployment = upcoming.pop(0)
