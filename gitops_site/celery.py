@@ -14,7 +14,10 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
 
+from gitops_site import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gitops_site.settings")
+broker.install()  # before any connection: a worker must live through a Redis restart
 
 app = Celery("gitops_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")

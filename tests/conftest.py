@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.support.kube_fixtures",
     "tests.support.source_fixtures",
     "tests.support.e2e",
+    "tests.support.broker_fixtures",
 ]
 
 

@@ -10,24 +10,22 @@ import hashlib
 import hmac
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from gitops_site.celery import app
 from syncworker.artifacts.storage import store_artifact
 from syncworker.models import Cluster, Deployment, NotificationTarget, Repository, Service
 from syncworker.pipeline import recovery
 from syncworker.pipeline.redisconn import redis_client
+from tests.support.broker_fixtures import queued, restart
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -441,46 +439,6 @@ def test_admin_pages_with_bad_ids_and_filters_answer_with_a_message(
     assert len(cases) >= 40
     assert run_all(admin_browser, cases) == []
     assert Deployment.objects.count() == 2  # no action ran on a bad selection
-
-
-@pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    """A Redis of this test's own that the test may stop and start. Meanwhile the
-    Celery app uses it as broker and result store, as a default installation does (its
-    pools and backend are swapped, and put back afterwards)."""
-    server = RedisServer().start()
-    # Celery reads these variables before its configuration (the test bed sets them).
-    monkeypatch.setenv("CELERY_BROKER_URL", server.url)
-    monkeypatch.setenv("CELERY_RESULT_BACKEND", server.url)
-    celery: Any = app  # private attributes: the pools and the per-thread backend
-    conf = celery.conf
-    saved = (conf.broker_url, conf.result_backend, celery._pool, celery.amqp._producer_pool)
-    saved_backends = (celery._backend_cache, celery._local.__dict__.pop("backend", None))
-    celery._backend_cache = None
-    conf.broker_url = conf.result_backend = server.url
-    celery._pool = celery.amqp._producer_pool = None
-    try:
-        yield server
-    finally:
-        if celery._pool is not None:
-            celery._pool.force_close_all()
-        conf.broker_url, conf.result_backend, celery._pool, celery.amqp._producer_pool = saved
-        celery._local.__dict__.pop("backend", None)
-        celery._backend_cache = saved_backends[0]
-        if saved_backends[1] is not None:
-            celery._local.backend = saved_backends[1]
-        if server.proc is not None and server.proc.poll() is None:
-            server.stop()
-
-
-def queued(server: RedisServer, queue: str) -> int:
-    return int(redis.Redis.from_url(server.url).llen(queue))
-
-
-def restart(server: RedisServer) -> RedisServer:
-    again = RedisServer()
-    again.port = server.port
-    return again.start()
 
 
 def test_actions_answer_503_and_record_nothing_while_the_broker_is_down(

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.procs import stop_process
 
@@ -112,6 +113,23 @@ def start_worker(
     except BaseException:
         worker.stop()
         raise
+
+
+def forget_broker_connections() -> None:
+    """Drop this process's pooled broker connections, as Celery and kombu do after a
+    fork. After the broker restarted each is a socket to a server that is gone, and a
+    control command (a ping) read on one fails with "Connection closed by server"
+    instead of reconnecting."""
+    from kombu import pools
+
+    from gitops_site.celery import app
+
+    pools.reset()  # closes every pool kombu keeps for this process, and forgets them
+    celery: Any = app  # private attributes: the app's handles on those pools
+    celery._pool = None
+    amqp = celery.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
 
 
 QUEUES = ("default", "poll", "fetch", "apply", "health", "drift")
