@@ -105,6 +105,7 @@ class ServiceSerializer(ModelRulesMixin):
             "health",
             "health_message",
             "sync_status",
+            "sync_message",
             "drift_interval",
             "self_heal",
             "drift",
@@ -117,6 +118,7 @@ class ServiceSerializer(ModelRulesMixin):
             "health",
             "health_message",
             "sync_status",
+            "sync_message",
             "drift",
             "drift_checked_at",
         ]
