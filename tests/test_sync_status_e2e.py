@@ -4,6 +4,7 @@ checks and self-heals keep it so, until a deployment from Git succeeds again."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -11,11 +12,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from kubernetes import client as k8s
 
-from syncworker.models import Cluster, Deployment, Service
+from syncworker.models import Cluster, Deployment, NotificationTarget, Service
 from syncworker.pipeline import actions
 from syncworker.tasks import check_drift
 from tests.support.e2e import cm, finished, make_repo, sync
 from tests.support.gitserver import WorkingCopy
+from tests.support.receiver import Receiver
 from tests.support.workers import WorkerProcess
 
 pytestmark = [pytest.mark.kube, pytest.mark.django_db(transaction=True)]
@@ -26,6 +28,24 @@ def drift_check(service: Service) -> dict[str, Any]:
         timeout=60
     )
     return result
+
+
+def drift_notes(receiver: Receiver, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        notes = [b for b in receiver.bodies if "drift" in b]
+        if len(notes) >= count:
+            return notes
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} drift notifications: {receiver.bodies}")
+
+
+@pytest.fixture
+def receiver() -> Any:
+    receiver = Receiver()
+    NotificationTarget.objects.create(url=receiver.url)
+    yield receiver
+    receiver.close()
 
 
 def sync_state(service: Service) -> tuple[str, str]:
@@ -39,6 +59,7 @@ def test_a_rollback_is_out_of_sync_until_a_deployment_from_git_succeeds_again(
     core: k8s.CoreV1Api,
     kube_namespace: str,
     git_repo: WorkingCopy,
+    receiver: Receiver,
 ) -> None:
     ns = kube_namespace
     good_commit = git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "good")})
@@ -78,6 +99,10 @@ def test_a_rollback_is_out_of_sync_until_a_deployment_from_git_succeeds_again(
     assert sync_state(service) == rolled_back
     assert drift_check(service)["drift"] == []
     assert sync_state(service) == rolled_back
+    drifted, back = drift_notes(receiver, 2)[-2:]
+    assert drifted["sync_status"] == "out-of-sync" and drifted["drift"]
+    assert (back["sync_status"], back["sync_message"], back["drift"]) == (*rolled_back, [])
+    assert "has no drift again, still out-of-sync: rolled back to" in str(back["text"])
 
     git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "fixed")})
     sync(repo)

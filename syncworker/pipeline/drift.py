@@ -84,7 +84,7 @@ def check_drift(service_id: int) -> DriftResult:
     if was_drifted != bool(result.drift) or (
         result.drift and _names(result.drift) != _names(service.drift)
     ):
-        notify_drift(service, result.drift)
+        notify_drift(service, result.drift, sync_status=state, sync_message=why)
         result.notified = True
     if result.drift and service.self_heal:
         result.healed = self_heal(service)
