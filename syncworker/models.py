@@ -273,6 +273,9 @@ class Service(models.Model):
     sync_status = models.CharField(
         max_length=16, choices=SyncStatus.choices, default=SyncStatus.UNKNOWN, editable=False
     )
+    # Why the service is not as Git says when the live objects match what was applied
+    # ("rolled back to <commit>, Git is at <commit>"); empty otherwise.
+    sync_message = models.TextField(blank=True, editable=False)
     status_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     last_applied_commit = models.CharField(max_length=64, blank=True, editable=False)
@@ -341,6 +344,10 @@ class Deployment(models.Model):
     # The repository paths the build read (its directory, kustomize bases, components,
     # the root .gitopsignore); empty for a deployment never rendered.
     paths_read = models.JSONField(default=list, blank=True)
+    # The digest of the service's settings that shape what is applied, when it was queued
+    # (``pipeline.changes.settings_digest``): a change of them deploys again, Git or not.
+    # Empty on rows stored before it was recorded: taken as today's settings.
+    settings_digest = models.CharField(max_length=64, blank=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.POLL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     reason = models.CharField(max_length=12, choices=Reason.choices, default="", blank=True)

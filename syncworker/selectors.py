@@ -98,6 +98,7 @@ def services_overview(
             "health",
             "health_message",
             "sync_status",
+            "sync_message",
             "drift_checked_at",
             "repository__key",
             "repository__provider",

@@ -440,3 +440,62 @@ def test_a_bundle_outside_the_repositorys_namespaces_and_kinds_fails_naming_them
         poll_repository(monorepo.pk, force=True, service_ids=[web.service_id]).deployments
     )
     assert [d.status for d in again] == [Status.SUCCEEDED]
+
+
+def test_a_change_of_a_services_namespace_deploys_it_again_at_the_same_commit(
+    monorepo: Repository, tmp_path: Path
+) -> None:
+    (first, *_) = run_queued(poll_repository(monorepo.pk).deployments)
+    Service.objects.filter(name="web").update(namespace="shop")
+
+    deployments = run_queued(poll_repository(monorepo.pk).deployments)
+
+    assert [(d.service.name, d.commit_sha, d.status) for d in deployments] == [
+        ("web", first.commit_sha, Status.SUCCEEDED)
+    ]
+    written = list(yaml.safe_load_all((tmp_path / "out" / "web.yaml").read_text()))
+    assert {(o["kind"], o["metadata"].get("namespace")) for o in written} >= {("ConfigMap", "shop")}
+    assert poll_repository(monorepo.pk).deployments == [], "deployed with these settings"
+
+
+def test_a_deployment_that_failed_is_retried_when_a_setting_fixes_it(
+    monorepo: Repository,
+) -> None:
+    Service.objects.filter(name="web").update(include=["*.yml"])  # matches nothing
+    (broken,) = [
+        d for d in run_queued(poll_repository(monorepo.pk).deployments) if d.status != "succeeded"
+    ]
+    assert (broken.service.name, broken.reason) == ("web", Deployment.Reason.RENDER)
+    assert poll_repository(monorepo.pk).deployments == [], "not retried as it is"
+
+    Service.objects.filter(name="web").update(include=["*.yaml"])
+
+    (fixed,) = run_queued(poll_repository(monorepo.pk).deployments)
+    assert (fixed.service.name, fixed.commit_sha, fixed.status) == (
+        "web",
+        broken.commit_sha,
+        Status.SUCCEEDED,
+    )
+
+
+def test_settings_that_do_not_change_what_is_applied_deploy_nothing(
+    monorepo: Repository,
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    Service.objects.filter(name="web").update(
+        wait=False, health_timeout=30, drift_interval=60, self_heal=True
+    )
+    Repository.objects.filter(pk=monorepo.pk).update(poll_interval=5)
+    Service.objects.filter(name="api").update(enabled=False)
+    Service.objects.filter(name="api").update(enabled=True)
+
+    assert poll_repository(monorepo.pk).deployments == []
+
+
+def test_deployments_stored_before_settings_digests_do_not_redeploy_everything(
+    monorepo: Repository,
+) -> None:
+    run_queued(poll_repository(monorepo.pk).deployments)
+    Deployment.objects.update(settings_digest="")
+
+    assert poll_repository(monorepo.pk).deployments == []

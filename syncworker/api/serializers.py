@@ -109,6 +109,7 @@ class ServiceSerializer(ModelRulesMixin):
             "health",
             "health_message",
             "sync_status",
+            "sync_message",
             "drift_interval",
             "self_heal",
             "drift",
@@ -122,6 +123,7 @@ class ServiceSerializer(ModelRulesMixin):
             "health",
             "health_message",
             "sync_status",
+            "sync_message",
             "drift",
             "drift_checked_at",
         ]

@@ -103,6 +103,7 @@ class ServiceRowSerializer(serializers.Serializer):
     health_message = serializers.CharField(source="service.health_message")
     sync_status = serializers.CharField(source="service.sync_status")
     sync_label = serializers.CharField(source="sync.label")
+    sync_message = serializers.CharField(source="service.sync_message")
     drift_checked_at = serializers.DateTimeField(source="service.drift_checked_at")
     last_applied_commit = serializers.CharField(source="service.last_applied_commit")
     last_applied_at = serializers.DateTimeField(source="service.last_applied_at")

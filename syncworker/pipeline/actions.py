@@ -53,6 +53,7 @@ def rollback(target: Deployment, *, trigger: str = Deployment.Trigger.ROLLBACK) 
         cluster=target.cluster,
         commit_sha=target.commit_sha,
         tree_sha=target.tree_sha,
+        settings_digest=target.settings_digest,
         trigger=trigger,
         rollback_of=target,
         bundle=target.bundle,

@@ -47,7 +47,12 @@ from syncworker.kube.refs import ObjectRef
 from syncworker.models import Cluster, Deployment, Service
 from syncworker.pipeline import handoff, hooks, inventory, lifecycle
 from syncworker.pipeline.lease import Lease, lease_key
-from syncworker.pipeline.status import record_service_status, status_fields
+from syncworker.pipeline.status import (
+    record_service_status,
+    restored_trigger,
+    status_fields,
+    sync_verdict,
+)
 
 log = logging.getLogger(__name__)
 Status = Deployment.Status
@@ -394,11 +399,17 @@ def _applied(
         health = {"health": Service.Health.PROGRESSING, "message": ""}
     elif not applyer.can_read:
         health = {"health": Service.Health.UNKNOWN, "message": "applyer cannot read objects"}
+    sync, why = sync_verdict(
+        restored_trigger(deployment),
+        drifted=False,
+        commit=deployment.commit_sha,
+        git_head=service.repository.last_seen_commit,
+    )
     Service.objects.filter(pk=service.pk).update(
         last_applied_commit=deployment.commit_sha,
         last_applied_tree=deployment.tree_sha,
         last_applied_at=at,
-        **status_fields(sync_status=Service.SyncStatus.SYNCED, **health),
+        **status_fields(sync_status=sync, sync_message=why, **health),
     )
     if not wait and not runs_hooks:
         lifecycle.succeed(

@@ -51,6 +51,8 @@ class ServiceDiff:
     commit: str
     #: Every object of the bundle and every object to prune, unchanged ones included.
     objects: list[ObjectDiff] = field(default_factory=list)
+    #: The deployment whose bundle was compared (LAST_DEPLOYMENT only).
+    deployment: Deployment | None = None
 
     @property
     def differences(self) -> list[ObjectDiff]:
@@ -114,7 +116,9 @@ def diff_last_deployment(service: Service) -> ServiceDiff:
     last = last_success(service, cluster)
     if last is None:
         raise DiffFailed(f"{service.name} has no successful deployment on {cluster.name}")
-    result = ServiceDiff(service.name, cluster.name, LAST_DEPLOYMENT, last.commit_sha)
+    result = ServiceDiff(
+        service.name, cluster.name, LAST_DEPLOYMENT, last.commit_sha, deployment=last
+    )
     result.objects = diff_bundle(service, cluster, last.bundle, prune=False)
     return result
 

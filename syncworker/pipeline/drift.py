@@ -1,5 +1,5 @@
 """The drift check of one service: are the live objects still what the last successful
-deployment applied?
+deployment applied, and is that what Git says (``status.sync_verdict``)?
 
 The check is the diff of that bundle against the cluster (a GET and a dry-run apply per
 object, see :mod:`syncworker.pipeline.diffing`): an object is drifted when the apply would
@@ -26,7 +26,7 @@ from syncworker.health import Health, summarize
 from syncworker.models import Deployment, Service
 from syncworker.pipeline import actions, diffing
 from syncworker.pipeline.notify import notify_drift
-from syncworker.pipeline.status import record_service_status
+from syncworker.pipeline.status import record_service_status, restored_trigger, sync_verdict
 
 log = logging.getLogger(__name__)
 MISSING, CHANGED = "missing", "changed"
@@ -66,18 +66,25 @@ def check_drift(service_id: int) -> DriftResult:
     Service.objects.filter(pk=service.pk).update(
         drift=result.drift, drift_checked_at=timezone.now()
     )
-    state = Service.SyncStatus.OUT_OF_SYNC if result.drift else Service.SyncStatus.SYNCED
+    assert diff.deployment is not None
+    state, why = sync_verdict(
+        restored_trigger(diff.deployment),
+        drifted=bool(result.drift),
+        commit=diff.commit,
+        git_head=service.repository.last_seen_commit,
+    )
     health = live_health(diff)
-    if health is None:
-        record_service_status(service.pk, sync_status=state)
-    else:
-        record_service_status(
-            service.pk, health=health.status, message=health.message, sync_status=state
-        )
+    record_service_status(
+        service.pk,
+        health=health.status if health else None,
+        message=health.message if health else None,
+        sync_status=state,
+        sync_message=why,
+    )
     if was_drifted != bool(result.drift) or (
         result.drift and _names(result.drift) != _names(service.drift)
     ):
-        notify_drift(service, result.drift)
+        notify_drift(service, result.drift, sync_status=state, sync_message=why)
         result.notified = True
     if result.drift and service.self_heal:
         result.healed = self_heal(service)

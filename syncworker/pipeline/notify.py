@@ -57,24 +57,35 @@ def notify(deployment_id: int) -> int:
     return _post(payload(deployment))
 
 
-def drift_payload(service: Service, drift: list[dict[str, Any]]) -> dict[str, Any]:
-    """A service's drift changed: what is out of sync now (no values, only names)."""
+def drift_payload(
+    service: Service, drift: list[dict[str, Any]], *, sync_status: str = "", sync_message: str = ""
+) -> dict[str, Any]:
+    """A service's drift changed: what is out of sync now (no values, only names), and the
+    sync status the drift check gave it (``status.sync_verdict``: a rollback without drift
+    is still out-of-sync)."""
+    sync_status = sync_status or ("out-of-sync" if drift else "synced")
     if drift:
         names = ", ".join(f"{d['kind']} {d['namespace']}/{d['name']} {d['state']}" for d in drift)
         text = f"GitOps drift: {service.name} is out-of-sync: {names[:500]}"
-    else:
+    elif sync_status == "synced":
         text = f"GitOps drift: {service.name} is synced again"
+    else:
+        why = f": {sync_message}" if sync_message else ""
+        text = f"GitOps drift: {service.name} has no drift again, still {sync_status}{why}"
     return {
         "text": text,
         "service": service.name,
         "repository": service.repository.full_name,
-        "sync_status": "out-of-sync" if drift else "synced",
+        "sync_status": sync_status,
+        "sync_message": sync_message,
         "drift": drift,
     }
 
 
-def notify_drift(service: Service, drift: list[dict[str, Any]]) -> int:
-    return _post(drift_payload(service, drift))
+def notify_drift(
+    service: Service, drift: list[dict[str, Any]], *, sync_status: str = "", sync_message: str = ""
+) -> int:
+    return _post(drift_payload(service, drift, sync_status=sync_status, sync_message=sync_message))
 
 
 def _post(body: dict[str, Any]) -> int:

@@ -1,12 +1,13 @@
 """Poll one repository: has the branch moved, and which services changed?
 
 A no-change poll costs one request to the Git host whatever the number of services.
-When the head moved (or a service was never deployed), one more call gives the object id
-of every path the services' last builds read (their directories, the kustomize bases
-and components they use); only services whose key over those paths differs from the one
-they were last deployed from get a new Deployment (``changes``), so a monorepo commit
-touching one service does not redeploy the others, and one changing a shared base
-redeploys every service built from it.
+When the head moved (or a service was never deployed, or its settings changed), one more
+call gives the object id of every path the services' last builds read (their
+directories, the kustomize bases and components they use); only services whose key over
+those paths, or whose settings digest, differs from the one they were last deployed from
+get a new Deployment (``changes``), so a monorepo commit touching one service does not
+redeploy the others, one changing a shared base redeploys every service built from it,
+and a service whose namespace or render options changed deploys again at the same commit.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ MAX_RETRY_DELAY = timedelta(hours=1)
 def services_with_last_tree(
     repository: Repository, service_ids: list[int] | None = None
 ) -> list[Service]:
-    """Enabled services of the repository, each annotated with ``last_tree`` and
-    ``last_paths``: the key and the paths read of its newest deployment that came from
+    """Enabled services of the repository, each annotated with ``last_tree``,
+    ``last_paths`` and ``last_settings``: the key, the paths read and the settings digest
+    of its newest deployment that came from
     Git (rollbacks and self-heals re-apply an old bundle and do not count, so the next
     Git change still deploys; transient failures do not count either), and
     ``retry_tree``/``retry_at``/``retry_paths`` when its newest deployment failed transiently."""
@@ -68,6 +70,7 @@ def services_with_last_tree(
         services.annotate(
             last_tree=Subquery(tried.order_by("-id").values("tree_sha")[:1]),
             last_paths=Subquery(tried.order_by("-id").values("paths_read")[:1]),
+            last_settings=Subquery(tried.order_by("-id").values("settings_digest")[:1]),
             last_tried_id=Subquery(tried.order_by("-id").values("pk")[:1]),
             newest_reason=Subquery(newest.values("reason")[:1]),
             newest_status=Subquery(newest.values("status")[:1]),
@@ -146,12 +149,18 @@ def poll_repository(
     directories, refused = _directories(services)
     never_deployed = any(s.last_tree is None for s in services)  # type: ignore[attr-defined]
     retry_due = any(s.retry_at and s.retry_at <= now for s in services)  # type: ignore[attr-defined]
+    settings_changed = any(_settings_changed(s) for s in services)
     try:
         source = source_for(repo, workspace=settings.GITOPS["WORKSPACE"])
         head = source.head(etag=repo.etag, last_commit=repo.last_seen_commit)
         ids: dict[str, str | None] = {}
         if services and (
-            head.changed or never_deployed or retry_due or force or not repo.last_seen_commit
+            head.changed
+            or never_deployed
+            or retry_due
+            or settings_changed
+            or force
+            or not repo.last_seen_commit
         ):
             ids = source.tree_ids(head.commit, _paths_to_read(services, directories))
     except SourceError as exc:
@@ -169,9 +178,10 @@ def poll_repository(
         _record_success(repo, head)
         for service in services_with_last_tree(repo, service_ids) if ids or refused else []:
             last_tree = service.last_tree  # type: ignore[attr-defined]
+            changed_settings = _settings_changed(service)
             directory = directories.get(service.pk)
             if directory is None:
-                if service.pk in refused and last_tree != "":
+                if service.pk in refused and (last_tree != "" or changed_settings):
                     problem = f"k8s_yaml_dir {refused[service.pk]}"
                     result.failed.append(
                         _fail_missing(service, commit=head.commit, trigger=trigger, error=problem)
@@ -181,8 +191,9 @@ def poll_repository(
                 continue  # enabled after the ids were read: the next poll has it
             tree, paths = _key_over(directory, service.last_paths, ids)  # type: ignore[attr-defined]
             if tree is None:
-                # Reported once per disappearance, not on every poll; nothing is pruned.
-                if last_tree != "":
+                # Reported once per disappearance (or change of settings), not on every
+                # poll; nothing is pruned.
+                if last_tree != "" or changed_settings:
                     problem = f"{directory or '.'} does not exist at {head.commit[:12]}"
                     result.failed.append(
                         _fail_missing(service, commit=head.commit, trigger=trigger, error=problem)
@@ -190,9 +201,9 @@ def poll_repository(
                 continue
             retry_tree = service.retry_tree  # type: ignore[attr-defined]
             if retry_tree and retry_tree == _key_over(directory, service.retry_paths, ids)[0]:  # type: ignore[attr-defined]
-                if not force and service.retry_at > now:  # type: ignore[attr-defined]
+                if not force and not changed_settings and service.retry_at > now:  # type: ignore[attr-defined]
                     continue  # a transient failure of this very tree: wait for its backoff
-            elif not force and tree == last_tree:
+            elif not force and tree == last_tree and not changed_settings:
                 continue
             queued.append(
                 new_deployment(service, commit=head.commit, tree=tree, trigger=trigger, paths=paths)
@@ -202,6 +213,13 @@ def poll_repository(
         result.deployments.extend(d.pk for d in queued)
     metrics.record_poll(repo.key, ok=True)
     return result
+
+
+def _settings_changed(service: Service) -> bool:
+    """Whether the service's settings differ from those of its last deployment from Git
+    (one stored before digests were recorded counts as made with today's)."""
+    last = service.last_settings  # type: ignore[attr-defined]
+    return bool(last) and last != changes.settings_digest(service)
 
 
 def _directories(services: list[Service]) -> tuple[dict[int, str], dict[int, str]]:
@@ -251,6 +269,7 @@ def new_deployment(
         commit_sha=commit,
         tree_sha=tree,
         paths_read=paths or [],
+        settings_digest=changes.settings_digest(service),
         trigger=trigger,
     )
 

@@ -1,7 +1,8 @@
 """A service's current health and sync status: written here only.
 
 The health wait after an apply and the drift check both record through
-``record_service_status``, so the two never disagree on how the fields are written.
+``record_service_status``, so the two never disagree on how the fields are written; what
+sync status a service has is decided by ``sync_verdict`` alone, for both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,43 @@ from typing import Any
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from syncworker.models import Service
+from syncworker.models import Deployment, Service
+
+SyncStatus = Service.SyncStatus
+# Messages explain a state; a new message alone is not a change of state.
+MESSAGES = ("health_message", "sync_message")
+
+
+def sync_verdict(
+    restored_trigger: str, *, drifted: bool, commit: str, git_head: str
+) -> tuple[str, str]:
+    """The sync status (and its message) of a service whose newest successful deployment
+    has ``restored_trigger`` (a self-heal looked through: see ``restored_trigger``) and
+    applied ``commit``; ``drifted``: the live objects differ from that deployment.
+
+    "Synced" means as Git says, as in Argo CD: a rollback's bundle is not, so the service
+    stays out-of-sync, with or without drift, until a deployment from Git succeeds again.
+    """
+    if restored_trigger == Deployment.Trigger.ROLLBACK:
+        head = f", Git is at {git_head[:12]}" if git_head else ""
+        return SyncStatus.OUT_OF_SYNC, f"rolled back to {commit[:12]}{head}"
+    return (SyncStatus.OUT_OF_SYNC if drifted else SyncStatus.SYNCED), ""
+
+
+def restored_trigger(deployment: Deployment) -> str:
+    """What put the bundle of ``deployment`` on the cluster: its own trigger, or for a
+    self-heal (which re-applies the newest successful deployment) the trigger of the
+    newest successful deployment that is not one, so that a self-heal of a rollback is
+    still a rollback. One query, for a self-heal only."""
+    if deployment.trigger != Deployment.Trigger.SELF_HEAL:
+        return deployment.trigger
+    origins = Deployment.objects.filter(
+        service_id=deployment.service_id, status=Deployment.Status.SUCCEEDED
+    ).exclude(trigger=Deployment.Trigger.SELF_HEAL)
+    if deployment.cluster_id is not None:
+        origins = origins.filter(cluster_id=deployment.cluster_id)
+    origin = origins.order_by("-finished_at", "-pk").values_list("trigger", flat=True).first()
+    return origin or Deployment.Trigger.POLL
 
 
 def record_service_status(
@@ -22,9 +59,11 @@ def record_service_status(
     health: str | None = None,
     message: str | None = None,
     sync_status: str | None = None,
+    sync_message: str = "",
 ) -> bool:
-    """Set what is given (``None`` leaves a field as it is); answers whether a value
-    changed, so a caller can notify once per change of state."""
+    """Set what is given (``None`` leaves a field as it is; a sync status replaces its
+    message too); answers whether a value changed, so a caller can notify once per change
+    of state."""
     fields: dict[str, str] = {}
     if health is not None:
         fields["health"] = Service.Health(health).value
@@ -32,12 +71,13 @@ def record_service_status(
         fields["health_message"] = message[:10_000]
     if sync_status is not None:
         fields["sync_status"] = Service.SyncStatus(sync_status).value
+        fields["sync_message"] = sync_message[:10_000]
     if not fields:
         return False
     current = Service.objects.filter(pk=service_id).values(*fields).first()
     if current is None:
         return False
-    changed = any(current[k] != v for k, v in fields.items() if k != "health_message")
+    changed = any(current[k] != v for k, v in fields.items() if k not in MESSAGES)
     if changed:
         fields["status_changed_at"] = timezone.now()  # type: ignore[assignment]
     Service.objects.filter(pk=service_id).update(**fields)
@@ -45,7 +85,11 @@ def record_service_status(
 
 
 def status_fields(
-    *, health: str | None = None, message: str | None = None, sync_status: str | None = None
+    *,
+    health: str | None = None,
+    message: str | None = None,
+    sync_status: str | None = None,
+    sync_message: str = "",
 ) -> dict[str, Any]:
     """The same change as ``record_service_status`` as keyword arguments of one
     ``Service.objects.filter(...).update()``, to join with other fields of the row:
@@ -59,6 +103,7 @@ def status_fields(
         fields["health_message"] = message[:10_000]
     if sync_status is not None:
         fields["sync_status"] = Service.SyncStatus(sync_status).value
+        fields["sync_message"] = sync_message[:10_000]
         differs.append(~Q(sync_status=fields["sync_status"]))
     if differs:
         fields["status_changed_at"] = Case(
