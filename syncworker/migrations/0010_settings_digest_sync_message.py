@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("syncworker", "0008_ready_index_owner_lookup"),
+        ("syncworker", "0009_config_fields"),
     ]
 
     operations = [
