@@ -35,6 +35,12 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
         if celery._pool is not None:
             celery._pool.force_close_all()
         conf.broker_url, conf.result_backend, celery._pool, celery.amqp._producer_pool = saved
+        # A test that forgot every pooled connection (forget_broker_connections) closed
+        # the saved pools too: the next use makes new ones.
+        if getattr(celery._pool, "_closed", False):
+            celery._pool = None
+        if getattr(celery.amqp._producer_pool, "_closed", False):
+            celery.amqp._producer_pool = None
         celery._local.__dict__.pop("backend", None)
         celery._backend_cache = saved_backends[0]
         if saved_backends[1] is not None:
