@@ -154,10 +154,10 @@ def _drain(cluster: Cluster, lease: Lease, own: ApplyResult) -> ApplyResult:
     reached = False
     while True:
         try:
-            upcoming = _upcoming(cluster, passed)
+            upcoming: list[Deployment] = []
             # A short read found all there was: the look after the lease is let go
             # (which must be made anyway) finds any that became ready since.
-            more = len(upcoming) == READ_AHEAD
+            more = True
             while time.monotonic() < until:
                 if not upcoming and more:
                     upcoming = _upcoming(cluster, passed)
@@ -197,23 +197,21 @@ def _unreached(own: ApplyResult, reached: bool, why: str) -> ApplyResult:
 READ_AHEAD = 8
 
 
-def _upcoming(cluster: Cluster, passed: set[int], limit: int = 0) -> list[Deployment]:
-    """The oldest ``limit`` deployments of ``ready_on(cluster)`` but ``passed``, oldest
-    first, read with what their applies need.
+def _upcoming(cluster: Cluster, passed: set[int]) -> list[Deployment]:
+    """The oldest ``READ_AHEAD`` deployments of ``ready_on(cluster)`` but ``passed``,
+    oldest first, read with what their applies need.
 
     Read ahead safely: each one is started through its guarded update, so one that moved
     on since (superseded, failed, applied) is not applied; one that became ready
-    meanwhile waits for the next read, at most ``limit`` applies later. The ids come from
-    the two index lookups of :func:`_first_ready`, ``limit`` each."""
-    limit = limit or READ_AHEAD
-    ready = _ready().exclude(pk__in=passed).order_by("cluster_id", "pk")
-    bound = ready.filter(cluster_id__gte=cluster.pk, cluster_id__lte=cluster.pk)
-    ids = [*bound.values_list("pk", flat=True)[:limit]]
-    ids += ready.filter(_unbound(cluster)).values_list("pk", flat=True)[:limit]
+    meanwhile waits for the next read, at most ``READ_AHEAD`` applies later. The ids come
+    from the two index lookups of :func:`_ready_halves`, ``READ_AHEAD`` each."""
+    bound, unbound = _ready_halves(cluster, passed)
+    ids = [*bound.values_list("pk", flat=True)[:READ_AHEAD]]
+    ids += unbound.values_list("pk", flat=True)[:READ_AHEAD]
     if not ids:
         return []
     return list(
-        Deployment.objects.filter(pk__in=sorted(ids)[:limit])
+        Deployment.objects.filter(pk__in=sorted(ids)[:READ_AHEAD])
         .select_related("service__repository", "service__cluster", "cluster")
         .annotate(notify=lifecycle.any_target())
         .order_by("pk")
@@ -227,20 +225,28 @@ def _any_ready(cluster: Cluster, passed: set[int]) -> bool:
 
 def _first_ready(cluster: Cluster, passed: set[int]) -> Least:
     """The id of the oldest deployment of ``ready_on(cluster)`` but ``passed`` (NULL when
-    there is none), from two lookups in the partial index deploy_ready: the first bound
-    for the cluster, the first naming no cluster that goes there; the smaller is it.
-
-    Not ``ready_on().first()`` or ``.exists()``: no index has an OR across two tables in
-    order, so PostgreSQL walks the primary key from the oldest deployment (or scans the
-    table when it judges the ready ones dense), reading the history at every pick. Each
-    half is ordered by (cluster, id), an order only deploy_ready has; the cluster as a
-    range of one (not ``=``) keeps the planner from dropping it from the order as a
-    constant and taking the primary key's order instead."""
-    ready = _ready().exclude(pk__in=passed).order_by("cluster_id", "pk").values("pk")
-    bound = Subquery(ready.filter(cluster_id__gte=cluster.pk, cluster_id__lte=cluster.pk)[:1])
-    unbound = Subquery(ready.filter(_unbound(cluster))[:1])
+    there is none): the smaller of the first of each of :func:`_ready_halves`."""
+    bound, unbound = (Subquery(half.values("pk")[:1]) for half in _ready_halves(cluster, passed))
     # Both ways round: SQLite's MIN() of several answers NULL as soon as one is.
     return Least(Coalesce(bound, unbound), Coalesce(unbound, bound))
+
+
+def _ready_halves(
+    cluster: Cluster, passed: set[int]
+) -> tuple[QuerySet[Deployment], QuerySet[Deployment]]:
+    """``ready_on(cluster)`` but ``passed`` as two lookups in the partial index
+    deploy_ready, oldest first: the deployments bound for the cluster, and those naming
+    no cluster that go there.
+
+    Not ``ready_on()`` itself: no index has an OR across two tables in order, so
+    PostgreSQL walks the primary key from the oldest deployment (or scans the table when
+    it judges the ready ones dense), reading the history at every pick. Each half is
+    ordered by (cluster, id), an order only deploy_ready has; the cluster as a range of
+    one (not ``=``) keeps the planner from dropping it from the order as a constant and
+    taking the primary key's order instead."""
+    ready = _ready().exclude(pk__in=passed).order_by("cluster_id", "pk")
+    bound = ready.filter(cluster_id__gte=cluster.pk, cluster_id__lte=cluster.pk)
+    return bound, ready.filter(_unbound(cluster))
 
 
 def _apply_locked(deployment: Deployment, cluster: Cluster, result: ApplyResult) -> ApplyResult:
