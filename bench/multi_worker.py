@@ -216,6 +216,10 @@ def check(revisions: dict[int, int], live: dict[str, str], logs: dict[str, str])
     by_worker = {name: len(APPLY_START.findall(text)) for name, text in logs.items()
                  if "apply" in name}  # fmt: skip
     violations = _order_violations(rows, spans)
+    if succeeded and not spans:
+        # Without the workers' apply log lines the applied-twice and overlap checks would
+        # pass vacuously (they did once, when the line was lost in a merge).
+        violations.append("no apply attempt found in the apply workers' logs")
     return {
         "lost": len(lost),
         "lost_examples": lost[:10],

@@ -255,6 +255,8 @@ def _apply_locked(deployment: Deployment, cluster: Cluster, result: ApplyResult)
     started = timezone.now()
     if not lifecycle.start_applying(deployment.pk, cluster, now=started):
         return _not_started(deployment.pk, result)
+    # bench/multi_worker.py times each attempt from this line to its outcome's.
+    log.info("applying deployment %s to cluster %s", deployment.pk, cluster.name)
     if deployment.started_at is None:
         deployment.started_at = started
     try:
