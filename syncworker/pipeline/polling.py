@@ -49,6 +49,22 @@ RETRYABLE = (Deployment.Reason.RETRIES,)
 MAX_RETRY_DELAY = timedelta(hours=1)
 
 
+# The annotations ``services_with_last_tree`` sets, and the deployment field of each: from
+# the newest deployment that counts as tried, and from the newest from Git.
+_LAST_TRIED = {
+    "last_tree": "tree_sha",
+    "last_paths": "paths_read",
+    "last_settings": "settings_digest",
+}
+_NEWEST = {
+    "newest_reason": "reason",
+    "newest_status": "status",
+    "newest_tree": "tree_sha",
+    "newest_paths": "paths_read",
+    "newest_finished": "finished_at",
+}
+
+
 def services_with_last_tree(
     repository: Repository, service_ids: list[int] | None = None
 ) -> list[Service]:
@@ -73,29 +89,17 @@ def services_with_last_tree(
             newest_id=Subquery(from_git.order_by("-id").values("pk")[:1]),
         ).order_by("pk")
     )
+    # Django runs no query for an empty ``pk__in``.
     wanted = {s.last_tried_id for s in rows} | {s.newest_id for s in rows}  # type: ignore[attr-defined]
-    wanted.discard(None)
-    found = (
-        {
-            d.pk: d
-            for d in Deployment.objects.filter(pk__in=wanted).only(
-                "tree_sha", "paths_read", "settings_digest", "reason", "status", "finished_at"
-            )
-        }
-        if wanted
-        else {}
-    )
+    fields = {*_LAST_TRIED.values(), *_NEWEST.values()}
+    found = {d.pk: d for d in Deployment.objects.filter(pk__in=wanted - {None}).only(*fields)}
     for service in rows:
-        tried_row = found.get(service.last_tried_id)  # type: ignore[attr-defined]
-        newest_row = found.get(service.newest_id)  # type: ignore[attr-defined]
-        service.last_tree = tried_row.tree_sha if tried_row else None  # type: ignore[attr-defined]
-        service.last_paths = tried_row.paths_read if tried_row else None  # type: ignore[attr-defined]
-        service.last_settings = tried_row.settings_digest if tried_row else None  # type: ignore[attr-defined]
-        service.newest_reason = newest_row.reason if newest_row else None  # type: ignore[attr-defined]
-        service.newest_status = newest_row.status if newest_row else None  # type: ignore[attr-defined]
-        service.newest_tree = newest_row.tree_sha if newest_row else None  # type: ignore[attr-defined]
-        service.newest_paths = newest_row.paths_read if newest_row else None  # type: ignore[attr-defined]
-        service.newest_finished = newest_row.finished_at if newest_row else None  # type: ignore[attr-defined]
+        for names, row in (
+            (_LAST_TRIED, found.get(service.last_tried_id)),  # type: ignore[attr-defined]
+            (_NEWEST, found.get(service.newest_id)),  # type: ignore[attr-defined]
+        ):
+            for attribute, name in names.items():
+                setattr(service, attribute, getattr(row, name) if row else None)
     _plan_retries(repository, rows)
     return rows
 
