@@ -51,6 +51,25 @@ def test_a_failure_records_its_reason_and_only_the_first_transition_counts(
     assert len(callbacks) == 1, "a final state notifies once"
 
 
+def test_a_failure_marks_its_service_failed_unless_the_bundle_was_applied_and_only_once(
+    deployment: Deployment,
+) -> None:
+    service = Service.objects.filter(pk=deployment.service_id)
+    service.update(sync_status=Service.SyncStatus.SYNCED)
+    unhealthy = Deployment.objects.create(service_id=deployment.service_id, commit_sha="b" * 40)
+    assert lifecycle.fail(unhealthy.pk, Reason.HEALTH, "not healthy within 60s")
+    assert service.get().sync_status == "synced", "a failed health wait did apply the bundle"
+
+    assert lifecycle.fail(deployment.pk, Reason.RENDER, "invalid bundle: x.yaml")
+    expected = ("failed", f"deployment {deployment.pk} failed: invalid bundle")
+    assert service.values_list("sync_status", "sync_message").get() == expected
+
+    # A finished deployment cannot fail again, nor mark its service again.
+    service.update(sync_status=Service.SyncStatus.SYNCED, sync_message="")
+    assert not lifecycle.fail(deployment.pk, Reason.APPLY, "second writer")
+    assert service.values_list("sync_status", "sync_message").get() == ("synced", "")
+
+
 def test_success_needs_an_apply_that_started(rendered: Deployment) -> None:
     deployment = rendered
     cluster = Cluster.objects.create(name="c")

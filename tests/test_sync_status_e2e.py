@@ -1,6 +1,8 @@
 """What "synced" means, end to end through worker processes, a Git server and the real
 kube-apiserver: as Git says. After a rollback the service is out-of-sync, and drift
-checks and self-heals keep it so, until a deployment from Git succeeds again."""
+checks and self-heals keep it so, until a deployment from Git succeeds again; after a
+failed deployment (render or apply) it is failed, drift checks keep it so, until one
+succeeds."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 from django.contrib.auth.models import User
 from django.test import Client
 from kubernetes import client as k8s
@@ -109,5 +112,52 @@ def test_a_rollback_is_out_of_sync_until_a_deployment_from_git_succeeds_again(
     (*_, from_git) = finished(service, 5)
     assert (from_git.status, from_git.trigger) == ("succeeded", "webhook")
     assert sync_state(service) == ("synced", "")
+    assert drift_check(service)["drift"] == []
+    assert sync_state(service) == ("synced", "")
+
+
+def test_a_failed_deployment_keeps_the_service_failed_through_drift_checks_until_one_succeeds(
+    celery_worker_process: WorkerProcess,
+    cluster: Cluster,
+    core: k8s.CoreV1Api,
+    kube_namespace: str,
+    git_repo: WorkingCopy,
+) -> None:
+    ns = kube_namespace
+    git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "good")})
+    repo, (service,) = make_repo(git_repo, "app")
+    Service.objects.filter(pk=service.pk).update(wait=False)
+    sync(repo)
+    finished(service, 1)
+    assert sync_state(service) == ("synced", "")
+
+    # Refused while rendering: it never reaches a cluster.
+    git_repo.commit({"deploy/app/a.yaml": "kind: [unclosed\n"})
+    sync(repo)
+    (*_, unrendered) = finished(service, 2)
+    assert (unrendered.status, unrendered.reason) == ("failed", Deployment.Reason.RENDER)
+    assert unrendered.cluster_id is None
+    failed = ("failed", f"deployment {unrendered.pk} failed: invalid bundle")
+    assert sync_state(service) == failed
+    # The live objects are still the last good bundle's: no drift, and not what Git says.
+    assert drift_check(service)["drift"] == []
+    assert sync_state(service) == failed
+
+    # Refused by the apiserver's dry run (a port out of range): nothing of it applied.
+    port = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns}}
+    port["spec"] = {"ports": [{"port": 70000}]}
+    git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "new") + "---\n" + yaml.safe_dump(port)})
+    sync(repo)
+    (*_, refused) = finished(service, 3)
+    assert (refused.status, refused.reason) == ("failed", Deployment.Reason.APPLY)
+    assert core.read_namespaced_config_map("alpha", ns).data == {"value": "good"}
+    assert drift_check(service)["drift"] == []
+    refused_state = ("failed", f"deployment {refused.pk} failed: rejected by the cluster")
+    assert sync_state(service) == refused_state
+
+    git_repo.commit({"deploy/app/a.yaml": cm("alpha", ns, "fixed")})
+    sync(repo)
+    (*_, fixed) = finished(service, 4)
+    assert fixed.status == "succeeded", fixed.error
     assert drift_check(service)["drift"] == []
     assert sync_state(service) == ("synced", "")

@@ -48,7 +48,6 @@ from syncworker.models import Cluster, Deployment, Service
 from syncworker.pipeline import handoff, hooks, inventory, lifecycle
 from syncworker.pipeline.lease import Lease, lease_key
 from syncworker.pipeline.status import (
-    record_service_status,
     restored_trigger,
     status_fields,
     sync_verdict,
@@ -370,7 +369,6 @@ def _apply_and_record(deployment: Deployment, cluster: Cluster, result: ApplyRes
                 hooks=records,
                 known=known,
             )
-            record_service_status(service.pk, sync_status=Service.SyncStatus.FAILED)
     result.status = Status.SUCCEEDED if ok else Status.FAILED
     return result
 
@@ -455,7 +453,6 @@ def _pre_sync(
     except hooks.StartFailed as exc:
         records = hooks.run_sync_fail(applyer, deployment.pk, plan, exc.records)
         error = f"PreSync hook refused, nothing applied: {exc}"
-        record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
         lifecycle.fail(
             deployment.pk, Reason.HOOK, error, output=_with_hooks(error, records), hooks=records
         )

@@ -1,5 +1,6 @@
 """The drift check of one service: are the live objects still what the last successful
-deployment applied, and is that what Git says (``status.sync_verdict``)?
+deployment applied, and is that what Git says (``status.sync_verdict``: not after a
+rollback, nor when a later deployment failed)?
 
 The check is the diff of that bundle against the cluster (a GET and a dry-run apply per
 object, see :mod:`syncworker.pipeline.diffing`): an object is drifted when the apply would
@@ -26,7 +27,12 @@ from syncworker.health import Health, summarize
 from syncworker.models import Deployment, Service
 from syncworker.pipeline import actions, diffing
 from syncworker.pipeline.notify import notify_drift
-from syncworker.pipeline.status import record_service_status, restored_trigger, sync_verdict
+from syncworker.pipeline.status import (
+    failed_since,
+    record_service_status,
+    restored_trigger,
+    sync_verdict,
+)
 
 log = logging.getLogger(__name__)
 MISSING, CHANGED = "missing", "changed"
@@ -72,6 +78,7 @@ def check_drift(service_id: int) -> DriftResult:
         drifted=bool(result.drift),
         commit=diff.commit,
         git_head=service.repository.last_seen_commit,
+        failed=failed_since(diff.deployment),
     )
     health = live_health(diff)
     record_service_status(

@@ -31,9 +31,10 @@ from django.utils import timezone
 
 from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
-from syncworker.models import Cluster, Deployment, NotificationTarget
+from syncworker.models import Cluster, Deployment, NotificationTarget, Service
 from syncworker.pipeline import handoff, metrics
 from syncworker.pipeline.inventory import refs_to_json
+from syncworker.pipeline.status import failed_verdict, fails_sync, status_fields
 
 Status = Deployment.Status
 Reason = Deployment.Reason
@@ -208,7 +209,14 @@ def fail(
     known: Known | None = None,
     **fields: Any,
 ) -> bool:
-    """queued or applying -> failed, for ``reason``."""
+    """queued or applying -> failed, for ``reason``; unless the bundle was applied
+    (``fails_sync``), its service is marked failed first, so whoever sees the deployment
+    failed sees that too."""
+    if fails_sync(reason):
+        verdict, why = failed_verdict(deployment_id, reason)
+        Service.objects.filter(
+            deployments__pk=deployment_id, deployments__status__in=ACTIVE
+        ).update(**status_fields(sync_status=verdict, sync_message=why))
     return _finish(
         deployment_id,
         Status.FAILED,

@@ -2,7 +2,8 @@
 
 The health wait after an apply and the drift check both record through
 ``record_service_status``, so the two never disagree on how the fields are written; what
-sync status a service has is decided by ``sync_verdict`` alone, for both.
+sync status a service has is decided by ``sync_verdict`` alone, for both, and a failed
+deployment's mark (``failed_verdict``) is the one ``lifecycle.fail`` writes.
 """
 
 from __future__ import annotations
@@ -22,19 +23,58 @@ MESSAGES = ("health_message", "sync_message")
 
 
 def sync_verdict(
-    restored_trigger: str, *, drifted: bool, commit: str, git_head: str
+    restored_trigger: str,
+    *,
+    drifted: bool,
+    commit: str,
+    git_head: str,
+    failed: Deployment | None = None,
 ) -> tuple[str, str]:
     """The sync status (and its message) of a service whose newest successful deployment
     has ``restored_trigger`` (a self-heal looked through: see ``restored_trigger``) and
-    applied ``commit``; ``drifted``: the live objects differ from that deployment.
+    applied ``commit``; ``drifted``: the live objects differ from that deployment;
+    ``failed``: a deployment that failed after it (``failed_since``).
 
     "Synced" means as Git says, as in Argo CD: a rollback's bundle is not, so the service
-    stays out-of-sync, with or without drift, until a deployment from Git succeeds again.
+    stays out-of-sync, with or without drift, until a deployment from Git succeeds again;
+    nor is the bundle before a failed one, so the service stays failed until one succeeds.
     """
+    if failed is not None:
+        return failed_verdict(failed.pk, failed.reason)
     if restored_trigger == Deployment.Trigger.ROLLBACK:
         head = f", Git is at {git_head[:12]}" if git_head else ""
         return SyncStatus.OUT_OF_SYNC, f"rolled back to {commit[:12]}{head}"
     return (SyncStatus.OUT_OF_SYNC if drifted else SyncStatus.SYNCED), ""
+
+
+# A deployment that failed for these reasons did apply its bundle: its service is as Git
+# says (a failed health wait: synced and degraded, as in Argo CD). Any other failure
+# leaves the service failed.
+APPLIED_YET_FAILED = (Deployment.Reason.HEALTH,)
+
+
+def fails_sync(reason: str) -> bool:
+    return reason not in APPLIED_YET_FAILED
+
+
+def failed_verdict(deployment_id: int, reason: str) -> tuple[str, str]:
+    """The sync status and message of a service whose deployment ``deployment_id`` failed
+    for ``reason``, a reason that ``fails_sync``."""
+    label = Deployment.Reason(reason).label.lower()
+    return SyncStatus.FAILED, f"deployment {deployment_id} failed: {label}"
+
+
+def failed_since(last: Deployment) -> Deployment | None:
+    """The newest deployment of ``last``'s service that failed (for a reason that
+    ``fails_sync``) after ``last``, its newest success on that cluster, finished; one not
+    yet on a cluster (it failed to fetch or render) counts too. One query."""
+    failed = Deployment.objects.filter(
+        Q(cluster_id=last.cluster_id) | Q(cluster__isnull=True),
+        service_id=last.service_id,
+        status=Deployment.Status.FAILED,
+        finished_at__gt=last.finished_at,
+    ).exclude(reason__in=APPLIED_YET_FAILED)
+    return failed.only("pk", "reason").order_by("-finished_at", "-pk").first()
 
 
 def restored_trigger(deployment: Deployment) -> str:

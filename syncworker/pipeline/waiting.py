@@ -30,7 +30,7 @@ from syncworker.applyers.kuberead import ReadError
 from syncworker.health import HEALTHY, UNKNOWN, Health, assess, summarize
 from syncworker.kube.hooks import POST_SYNC, PRE_SYNC, SYNC
 from syncworker.kube.refs import ObjectRef
-from syncworker.models import Deployment, Service
+from syncworker.models import Deployment
 from syncworker.pipeline import deploying, hooks, inventory, lifecycle
 from syncworker.pipeline.status import record_service_status
 
@@ -197,8 +197,6 @@ def _hook_failed(
     if applyer is not None:
         records = hooks.clean_up(applyer, records)
     records = _sync_fail(applyer, deployment, records)
-    # Before the final state, so that whoever sees the deployment failed sees this too.
-    record_service_status(deployment.service_id, sync_status=Service.SyncStatus.FAILED)
     lifecycle.fail(
         deployment.pk,
         Deployment.Reason.HOOK,
