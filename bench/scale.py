@@ -365,6 +365,9 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
+FINAL = ("succeeded", "failed", "superseded")
+
+
 def _sync(
     session: requests.Session,
     web: str,
@@ -401,7 +404,10 @@ def _sync(
         if time.perf_counter() - last_report > 15:
             last_report = time.perf_counter()
             say(f"scale: {now:.0f}s, {counts}, rendered {rendered}")
-        return sum(counts.get(s, 0) for s in ("succeeded", "failed", "superseded")) >= count
+        final = sum(counts.get(s, 0) for s in FINAL)
+        # Every deployment final, not merely ``count`` of them: a service deployed twice
+        # must not end the wait early (and shows in the statuses as a miss).
+        return final >= count and final == sum(counts.values())
 
     with contextlib.suppress(TimeoutError):  # reported as not completed
         wait_until(all_final, timeout=timeout, what="every deployment", interval=0.5)

@@ -15,6 +15,7 @@ from syncworker.pipeline.deploying import apply_deployment
 from syncworker.pipeline.fetching import fetch_and_render
 from syncworker.pipeline.polling import poll_repository
 from syncworker.pipeline.redisconn import redis_client
+from syncworker.sources.git import GitSource
 from tests.support.gitserver import GitHttpServer, WorkingCopy
 
 pytestmark = pytest.mark.django_db
@@ -302,6 +303,35 @@ def test_a_tree_already_queued_is_not_queued_again_even_if_the_head_looks_new(
 
     assert poll_repository(monorepo.pk).deployments == []
     assert Deployment.objects.count() == len(first) == 3
+
+
+def test_a_build_finishing_while_a_poll_reads_the_tree_does_not_deploy_its_service_again(
+    monorepo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A webhook's deployments are queued; beat's poll reads the directories' ids; the
+    # fetches finish right then, recording that their builds also read the root
+    # .gitopsignore, which that poll did not ask about.
+    first = poll_repository(monorepo.pk).deployments
+    Repository.objects.filter(pk=monorepo.pk).update(last_seen_commit="", etag="")
+    read_ids = GitSource.tree_ids
+    asked: list[list[str]] = []
+
+    def ids_then_the_fetches_finish(
+        self: GitSource, commit: str, paths: list[str]
+    ) -> dict[str, str | None]:
+        asked.append(sorted(paths))
+        found = read_ids(self, commit, paths)
+        if len(asked) == 1:
+            for pk in first:
+                fetch_and_render(pk)
+        return found
+
+    monkeypatch.setattr(GitSource, "tree_ids", ids_then_the_fetches_finish)
+
+    assert poll_repository(monorepo.pk).deployments == []
+    assert Deployment.objects.count() == 3
+    assert asked[0] == ["apps/api", "apps/db", "apps/web"]
+    assert asked[-1] == [".gitopsignore"]  # the paths the builds added, read once more
 
 
 def test_a_service_whose_directory_leaves_the_repository_fails_alone(

@@ -12,6 +12,7 @@ and a service whose namespace or render options changed deploys again at the sam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,7 +26,7 @@ from syncworker import rules
 from syncworker.models import Deployment, Repository, Service
 from syncworker.pipeline import changes, lifecycle, metrics
 from syncworker.sources import source_for
-from syncworker.sources.base import Head, SourceError
+from syncworker.sources.base import Head, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,9 @@ def poll_repository(
         # once), and re-read what was queued meanwhile, so a tree is queued only once.
         Repository.objects.select_for_update().filter(pk=repo.pk).first()
         _record_success(repo, head)
-        for service in services_with_last_tree(repo, service_ids) if ids or refused else []:
+        current = services_with_last_tree(repo, service_ids) if ids or refused else []
+        _read_missing_ids(source, head.commit, current, directories, ids)
+        for service in current:
             last_tree = service.last_tree  # type: ignore[attr-defined]
             changed_settings = _settings_changed(service)
             directory = directories.get(service.pk)
@@ -236,6 +239,23 @@ def poll_repository(
     return result
 
 
+def _read_missing_ids(
+    source: Source,
+    commit: str,
+    services: list[Service],
+    directories: dict[int, str],
+    ids: dict[str, str | None],
+) -> None:
+    """Add to ``ids`` the paths of builds that finished after they were read (a concurrent
+    poll's deployment rendered meanwhile, which read the root ``.gitopsignore``): without
+    them its key would count as changed and the service deploy again at the same commit.
+    Unread (the host failing now), such a path still counts as changed."""
+    missing = set(_paths_to_read(services, directories)) - ids.keys()
+    if missing:
+        with contextlib.suppress(SourceError):
+            ids.update(source.tree_ids(commit, sorted(missing)))
+
+
 def _settings_changed(service: Service) -> bool:
     """Whether the service's settings differ from those of its last deployment from Git
     (one stored before digests were recorded counts as made with today's)."""
@@ -271,9 +291,9 @@ def _key_over(
     directory: str, paths_read: list[str] | None, ids: dict[str, str | None]
 ) -> tuple[str | None, list[str]]:
     """The key of a service over the paths a build of it read, and those paths. A path
-    the ids do not cover (a build that finished after they were read) counts as
-    changed: a needless redeploy rather than a missed one, whose fetch then computes
-    its key afresh (no paths given)."""
+    the ids do not cover (``_read_missing_ids`` could not read it) counts as changed: a
+    needless redeploy rather than a missed one, whose fetch then computes its key afresh
+    (no paths given)."""
     paths = changes.compared_paths(directory, paths_read or [])
     key = changes.tree_key(directory, {path: ids.get(path, "?") for path in paths})
     return key, paths if all(path in ids for path in paths) else []
