@@ -151,3 +151,31 @@ def test_concurrent_transactions_on_the_embedded_sqlite_wait_instead_of_failing(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[]", "2"], result.stdout
+
+
+WSGI_PROBE = """
+import gc
+from gitops_site import wsgi
+from django.urls import get_resolver
+print(gc.get_freeze_count(), 'url_patterns' in get_resolver().__dict__)
+"""
+
+
+def test_the_web_process_loads_its_url_conf_at_start_and_keeps_it_out_of_full_collections(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DJANGO_DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "gitops_site.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", WSGI_PROBE], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    frozen, loaded = result.stdout.split()
+    # The URL conf pulls in the admin, DRF and every view: far more than 50,000 objects.
+    assert int(frozen) > 50_000, result.stdout
+    assert loaded == "True", result.stdout
