@@ -161,13 +161,10 @@ def test_the_ownership_check_reads_the_bundles_objects_not_the_clusters_inventor
     assert check["rows_read"] <= 3 * 11, check
 
 
-def test_the_next_of_a_long_backlog_is_found_without_reading_the_backlog(
-    cluster: Cluster, background: list[Service]
-) -> None:
-    """A cold sync queues thousands on one cluster; each pick of the drain must not read
-    them all (that was quadratic in the backlog)."""
+def ready_backlog(cluster: Cluster, background: list[Service]) -> list[Deployment]:
+    """Older ready deployments on another cluster, then a backlog of ``BACKLOG`` ready
+    ones on ``cluster``; analyzed."""
     other = Cluster.objects.create(name="other", applyer=Cluster.Applyer.FILE)
-    # Older ready ones on another cluster, then this cluster's backlog.
     Deployment.objects.bulk_create(
         Deployment(
             service=background[n % 100],
@@ -187,7 +184,15 @@ def test_the_next_of_a_long_backlog_is_found_without_reading_the_backlog(
         for n in range(BACKLOG)
     )
     analyze()
+    return backlog
 
+
+def test_the_next_of_a_long_backlog_is_found_without_reading_the_backlog(
+    cluster: Cluster, background: list[Service]
+) -> None:
+    """A cold sync queues thousands on one cluster; each pick of the drain must not read
+    them all (that was quadratic in the backlog)."""
+    backlog = ready_backlog(cluster, background)
     with explained() as plans:
         upcoming = deploying._upcoming(cluster, {backlog[0].pk})
         more = deploying._any_ready(cluster, {backlog[0].pk})
@@ -205,3 +210,20 @@ def test_the_next_of_a_long_backlog_is_found_without_reading_the_backlog(
     heavy = [(r["caller"], deployment_rows_read(r["plan"])) for r in plans.records]
     heavy = [h for h in heavy if h[1] > 2 * deploying.READ_AHEAD]
     assert heavy == [], heavy
+
+
+def test_a_drain_out_of_time_hands_the_cluster_on_without_reading_the_backlog(
+    cluster: Cluster, background: list[Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain that runs out of time queues an apply for the cluster's oldest ready
+    deployment; finding it must not walk the history either."""
+    backlog = ready_backlog(cluster, background)
+    sent: list[int] = []
+    monkeypatch.setattr(deploying.handoff, "apply", sent.append)
+
+    with explained() as plans:
+        first = deploying.hand_on(cluster)
+
+    assert first == backlog[0].pk and sent == [first]
+    (pick,) = plans.records
+    assert deployment_rows_read(pick["plan"]) <= 4, pick

@@ -124,7 +124,12 @@ def _unbound(cluster: Cluster) -> Q:
 def hand_on(cluster: Cluster) -> int | None:
     """Queue an apply for the cluster's oldest ready deployment (its task drains the
     rest); what a lease holder does when it stops before the cluster is drained."""
-    first = ready_on(cluster).values_list("pk", flat=True).first()
+    # Through the index lookups of _first_ready, not ready_on()'s OR (a walk of the history).
+    first = (
+        Deployment.objects.values_list("pk", flat=True)
+        .filter(pk=_first_ready(cluster, set()))
+        .first()
+    )
     if first is not None:
         handoff.apply(first)
     return first
