@@ -136,9 +136,8 @@ with connection.cursor() as c:
 """
 
 
-def test_concurrent_transactions_on_the_embedded_sqlite_wait_instead_of_failing(
-    tmp_path: Path,
-) -> None:
+def run_on_embedded_sqlite(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Python process with the settings on a fresh SQLite file."""
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -146,9 +145,15 @@ def test_concurrent_transactions_on_the_embedded_sqlite_wait_instead_of_failing(
         "DJANGO_SETTINGS_MODULE": "gitops_site.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", SQLITE_RACE], cwd=ROOT, env=env, capture_output=True, text=True
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
+
+
+def test_concurrent_transactions_on_the_embedded_sqlite_wait_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    result = run_on_embedded_sqlite(SQLITE_RACE, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[]", "2"], result.stdout
 
@@ -164,16 +169,7 @@ print(gc.get_freeze_count(), 'url_patterns' in get_resolver().__dict__)
 def test_the_web_process_loads_its_url_conf_at_start_and_keeps_it_out_of_full_collections(
     tmp_path: Path,
 ) -> None:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DJANGO_DEBUG": "1",
-        "DJANGO_SETTINGS_MODULE": "gitops_site.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", WSGI_PROBE], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    result = run_on_embedded_sqlite(WSGI_PROBE, tmp_path)
     assert result.returncode == 0, result.stderr
     frozen, loaded = result.stdout.split()
     # The URL conf pulls in the admin, DRF and every view: far more than 50,000 objects.
