@@ -354,10 +354,20 @@ class Deployment(models.Model):
     rollback_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rollbacks"
     )
-    bundle = models.TextField(blank=True, help_text="The rendered YAML that was applied.")
+    # Set when rendered, before any apply: what the deployment applies, not what it wrote
+    # (``output`` says that; a bundle the dry run rejects wrote nothing).
+    bundle = models.TextField(
+        blank=True, help_text="The rendered YAML: what this deployment applies (set when rendered)."
+    )
     bundle_digest = models.CharField(max_length=64, blank=True)
     object_count = models.PositiveIntegerField(default=0)
-    applied_objects = models.JSONField(default=list, blank=True)
+    applied_objects = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The bundle's objects, set when rendered: what this deployment applies "
+        "(the service's inventory once it succeeded). What a failed apply wrote is in its "
+        "output.",
+    )
     pruned_objects = models.JSONField(default=list, blank=True)
     # What rendering skipped or noticed (a YAML document that is not a Kubernetes object).
     warnings = models.JSONField(default=list, blank=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -94,3 +95,9 @@ def test_a_repository_with_services_cannot_be_deleted_by_accident() -> None:
     service = make_service()
     with pytest.raises(ProtectedError):
         service.repository.delete()
+
+
+def test_the_migrations_hold_every_change_of_the_models() -> None:
+    """A model change without its migration would reach a database without it (a column
+    missing in production): makemigrations --check exits non-zero on one."""
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
