@@ -354,8 +354,6 @@ class Deployment(models.Model):
     rollback_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rollbacks"
     )
-    # Set when rendered, before any apply: what the deployment applies, not what it wrote
-    # (``output`` says that; a bundle the dry run rejects wrote nothing).
     bundle = models.TextField(
         blank=True, help_text="The rendered YAML: what this deployment applies (set when rendered)."
     )

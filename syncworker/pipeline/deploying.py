@@ -125,11 +125,7 @@ def hand_on(cluster: Cluster) -> int | None:
     """Queue an apply for the cluster's oldest ready deployment (its task drains the
     rest); what a lease holder does when it stops before the cluster is drained."""
     # Through the index lookups of _first_ready, not ready_on()'s OR (a walk of the history).
-    first = (
-        Deployment.objects.values_list("pk", flat=True)
-        .filter(pk=_first_ready(cluster, set()))
-        .first()
-    )
+    first = _first_ready(cluster, set()).values_list("pk", flat=True).first()
     if first is not None:
         handoff.apply(first)
     return first
@@ -224,15 +220,15 @@ def _upcoming(cluster: Cluster, passed: set[int]) -> list[Deployment]:
 
 def _any_ready(cluster: Cluster, passed: set[int]) -> bool:
     """Whether ``ready_on(cluster)`` holds any deployment but ``passed``."""
-    return Deployment.objects.filter(pk=_first_ready(cluster, passed)).exists()
+    return _first_ready(cluster, passed).exists()
 
 
-def _first_ready(cluster: Cluster, passed: set[int]) -> Least:
-    """The id of the oldest deployment of ``ready_on(cluster)`` but ``passed`` (NULL when
-    there is none): the smaller of the first of each of :func:`_ready_halves`."""
+def _first_ready(cluster: Cluster, passed: set[int]) -> QuerySet[Deployment]:
+    """The oldest deployment of ``ready_on(cluster)`` but ``passed`` (none when there is
+    none), in one statement: the smaller id of the first of each of :func:`_ready_halves`."""
     bound, unbound = (Subquery(half.values("pk")[:1]) for half in _ready_halves(cluster, passed))
     # Both ways round: SQLite's MIN() of several answers NULL as soon as one is.
-    return Least(Coalesce(bound, unbound), Coalesce(unbound, bound))
+    return Deployment.objects.filter(pk=Least(Coalesce(bound, unbound), Coalesce(unbound, bound)))
 
 
 def _ready_halves(
